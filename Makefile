@@ -1,0 +1,57 @@
+# TaskHub developer commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(VENV)/bin
+UV := .local/uv/bin/uv
+UV_VERSION := 0.13.8
+DB_NAME ?= taskhub
+export TASKHUB_DB__URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/$(DB_NAME)
+
+.PHONY: help install services migrate admin dev lint format test bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m venv .local/uv
+	.local/uv/bin/pip install -q uv==$(UV_VERSION)
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python python3.11
+	touch $@
+
+install: $(VENV)/.installed ## Create the virtualenv with the locked dependencies
+
+services: ## Make sure PostgreSQL runs (starts or installs it if needed)
+	scripts/ensure-postgres.sh $(DB_NAME)
+
+.local/secret-key:
+	mkdir -p .local && umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(48))' > $@
+
+migrate: install services ## Apply database migrations
+	$(BIN)/taskhub migrate
+
+admin: migrate ## Create the bootstrap admin (idempotent)
+	$(BIN)/taskhub bootstrap-admin --credentials-file .local/admin-credentials
+
+dev: admin .local/secret-key ## Run the platform locally on http://127.0.0.1:8000 (Ctrl-C stops)
+	TASKHUB_AUTH__SECRET_KEY=$$(cat .local/secret-key) TASKHUB_LOG_JSON=false \
+	  exec $(BIN)/taskhub api --host 127.0.0.1 --port 8000
+
+lint: install ## ruff, mypy (strict) and the import layering contracts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: install ## Format and autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: install services lint ## Run every test (lint included)
+	$(BIN)/pytest
+
+clean: ## Remove the virtualenv and caches (keeps .local data)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

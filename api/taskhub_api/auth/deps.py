@@ -1,0 +1,61 @@
+"""Resolves the calling principal; the only place routers get identity and roles from."""
+
+from __future__ import annotations
+
+from typing import Annotated, Protocol
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+
+from taskhub_api.auth.principal import Principal
+from taskhub_api.auth.tokens import AccessClaims
+from taskhub_api.db import driver_connection
+from taskhub_api.deps import DatabaseDep
+from taskhub_api.errors import Forbidden, Unauthorized
+from taskhub_api.users.models import Role
+from taskhub_api.users.repository import fetch_principal_row
+
+bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+
+class TokenVerifier(Protocol):
+    def verify(self, token: str) -> AccessClaims: ...
+
+
+async def get_principal(
+    request: Request, db: DatabaseDep, token: Annotated[str | None, Depends(bearer)]
+) -> Principal:
+    if not token:
+        raise Unauthorized("A bearer token is required.")
+    verifier: TokenVerifier = request.app.state.token_verifier
+    claims = verifier.verify(token)
+    # A short checkout of its own, released before the endpoint takes its connection,
+    # so a request never holds two pooled connections at once.
+    async with db.primary.connect() as conn:
+        row = await fetch_principal_row(await driver_connection(conn), claims.subject)
+    if row is None or row["disabled"]:
+        raise Unauthorized("The account is disabled or no longer exists.")
+    return Principal(
+        id=claims.subject,
+        username=row["username"],
+        roles=frozenset(Role(role) for role in row["roles"]),
+    )
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def require_writer(principal: CurrentPrincipal) -> Principal:
+    if not principal.can_write:
+        raise Forbidden("Your role allows reading only.")
+    return principal
+
+
+def require_admin(principal: CurrentPrincipal) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("This action requires the admin role.")
+    return principal
+
+
+WriterPrincipal = Annotated[Principal, Depends(require_writer)]
+AdminPrincipal = Annotated[Principal, Depends(require_admin)]

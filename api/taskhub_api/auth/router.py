@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response, status
+from fastapi.security import OAuth2PasswordRequestForm
+
+from taskhub_api.auth.schemas import RefreshRequest, TokenPair
+from taskhub_api.auth.service import auth_service
+from taskhub_api.deps import SettingsDep, WriteSessionDep
+from taskhub_api.users.schemas import UserCreate, UserRead
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserRead)
+async def register(data: UserCreate, session: WriteSessionDep) -> UserRead:
+    """Create an account with the `user` role."""
+    user = await auth_service.register(session, data)
+    return UserRead.model_validate(user)
+
+
+@router.post("/token", response_model=TokenPair)
+async def token(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    session: WriteSessionDep,
+    settings: SettingsDep,
+) -> TokenPair:
+    """Exchange username and password (OAuth2 password form) for a token pair."""
+    return await auth_service.login(session, settings.auth, form.username, form.password)
+
+
+@router.post("/refresh", response_model=TokenPair)
+async def refresh(
+    data: RefreshRequest, session: WriteSessionDep, settings: SettingsDep
+) -> TokenPair:
+    """Rotate a refresh token. Reusing a rotated token revokes its whole family."""
+    return await auth_service.refresh(session, settings.auth, data.refresh_token)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(data: RefreshRequest, session: WriteSessionDep) -> Response:
+    """Revoke the refresh token's family (every token of that login)."""
+    await auth_service.logout(session, data.refresh_token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,92 @@
+"""The built-in token issuer: short-lived signed access tokens, opaque refresh tokens.
+
+Access tokens are HS256 JWTs validated strictly (algorithm pinned, issuer, audience,
+exp/iat/sub required, token type checked). Refresh tokens are random strings; only
+their SHA-256 is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+import jwt
+
+from taskhub_api.errors import Unauthorized
+from taskhub_api.settings import AuthSettings
+
+ALGORITHM = "HS256"
+ACCESS_TYPE = "access"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    subject: uuid.UUID
+    username: str
+    roles: tuple[str, ...]
+
+
+def issue_access_token(
+    settings: AuthSettings, user_id: uuid.UUID, username: str, roles: list[str]
+) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": settings.issuer,
+        "aud": settings.audience,
+        "sub": str(user_id),
+        "iat": now,
+        "nbf": now,
+        "exp": now + settings.access_token_ttl_seconds,
+        "jti": uuid.uuid4().hex,
+        "typ": ACCESS_TYPE,
+        "preferred_username": username,
+        "roles": roles,
+    }
+    return jwt.encode(claims, settings.secret_key.get_secret_value(), algorithm=ALGORITHM)
+
+
+class BuiltinVerifier:
+    """Validates access tokens of the built-in issuer."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self._settings = settings
+        self._key = settings.secret_key.get_secret_value()
+
+    def verify(self, token: str) -> AccessClaims:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                audience=self._settings.audience,
+                issuer=self._settings.issuer,
+                leeway=self._settings.leeway_seconds,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("The access token has expired.") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("The access token is invalid.") from exc
+        if claims.get("typ") != ACCESS_TYPE:
+            raise Unauthorized("The token is not an access token.")
+        try:
+            subject = uuid.UUID(claims["sub"])
+        except (ValueError, TypeError) as exc:
+            raise Unauthorized("The access token is invalid.") from exc
+        roles = claims.get("roles")
+        return AccessClaims(
+            subject=subject,
+            username=str(claims.get("preferred_username", "")),
+            roles=tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else (),
+        )
+
+
+def new_refresh_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_refresh_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()

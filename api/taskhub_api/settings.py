@@ -1,0 +1,86 @@
+"""Application settings: one object, grouped, read from ``TASKHUB_*`` variables.
+
+Nested groups use ``__``: ``TASKHUB_DB__URL``, ``TASKHUB_AUTH__SECRET_KEY``. Every
+setting has a local default so ``make dev`` works without a ``.env`` file.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DatabaseSettings(BaseModel):
+    url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/taskhub"
+    # Read-only endpoint (a streaming replica, usually through PgBouncer). Unset: reads
+    # go to the primary.
+    replica_url: str | None = None
+    pool_size: int = Field(default=10, ge=1)
+    max_overflow: int = Field(default=10, ge=0)
+    # Seconds a request waits for a pooled connection before it gets a 503.
+    pool_timeout: float = Field(default=2.0, gt=0)
+    # Seconds to establish a new connection.
+    connect_timeout: float = Field(default=2.0, gt=0)
+    # asyncpg's prepared statement cache. Must be 0 behind PgBouncer < 1.21 in
+    # transaction mode; newer PgBouncer with max_prepared_statements handles it.
+    statement_cache_size: int = Field(default=100, ge=0)
+
+
+class AuthSettings(BaseModel):
+    # Signing key of the built-in token issuer. The default is random per process:
+    # fine for tests, but set it (make dev does) so tokens survive restarts.
+    secret_key: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(48)))
+    issuer: str = "taskhub"
+    audience: str = "taskhub-api"
+    access_token_ttl_seconds: int = Field(default=900, ge=30)
+    refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    # Keycloak (or any OIDC issuer). When set, bearer tokens are validated against its
+    # discovery document and JWKS instead of the built-in issuer.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_client_id: str | None = None
+    # Tolerated clock skew when checking exp/iat/nbf.
+    leeway_seconds: int = Field(default=10, ge=0, le=300)
+
+
+class PaginationSettings(BaseModel):
+    # Signs cursors so a client cannot forge or alter them. Derived from the auth key
+    # when unset.
+    cursor_key: SecretStr | None = None
+
+
+class IdempotencySettings(BaseModel):
+    retention_hours: int = Field(default=24, ge=24)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TASKHUB_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    environment: str = "local"
+    log_level: str = "INFO"
+    log_json: bool = True
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    db: DatabaseSettings = DatabaseSettings()
+    auth: AuthSettings = AuthSettings()
+    pagination: PaginationSettings = PaginationSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
+
+    bootstrap_admin_username: str = "admin"
+    bootstrap_admin_email: str = "admin@taskhub.local"
+    bootstrap_admin_password: SecretStr | None = None
+
+    @property
+    def cursor_key(self) -> bytes:
+        key = self.pagination.cursor_key or self.auth.secret_key
+        return ("cursor:" + key.get_secret_value()).encode()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

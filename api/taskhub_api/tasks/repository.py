@@ -1,0 +1,202 @@
+"""All task SQL.
+
+Reads on the hot path (list, get) are plain SQL on the asyncpg connection under the
+SQLAlchemy engine: the ORM and per-row model validation cost several times the query
+itself. ``build_list_query`` is a pure function so the benchmark's raw-asyncpg
+reference runs exactly the same SQL. Writes use SQLAlchemy Core in the request's
+write session.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from taskhub_api.tasks.models import Task
+
+COLUMNS = (
+    "id",
+    "owner_id",
+    "assignee_id",
+    "title",
+    "description",
+    "status",
+    "priority",
+    "labels",
+    "due_at",
+    "created_at",
+    "updated_at",
+    "version",
+)
+_SELECT = ", ".join(COLUMNS)
+_CAST = {
+    "created_at": "timestamptz",
+    "updated_at": "timestamptz",
+    "due_at": "timestamptz",
+    "priority": "task_priority",
+    "id": "uuid",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SortSpec:
+    columns: tuple[str, ...]
+    descending: bool
+    nullable: bool = False  # only for a single nullable column; NULLs sort last
+
+
+SORTS: dict[str, SortSpec] = {
+    "-created_at": SortSpec(("created_at",), descending=True),
+    "created_at": SortSpec(("created_at",), descending=False),
+    "-updated_at": SortSpec(("updated_at",), descending=True),
+    "due_at": SortSpec(("due_at",), descending=False, nullable=True),
+    "-due_at": SortSpec(("due_at",), descending=True, nullable=True),
+    "priority": SortSpec(("priority", "created_at"), descending=False),
+    "-priority": SortSpec(("priority", "created_at"), descending=True),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilters:
+    statuses: tuple[str, ...] = ()
+    priorities: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    assignee_id: uuid.UUID | None = None
+    due_before: datetime | None = None
+    due_after: datetime | None = None
+    q: str | None = None
+
+    def canonical(self) -> dict[str, Any]:
+        """What a cursor is bound to: order-insensitive, JSON-serialisable."""
+        return {
+            "status": sorted(self.statuses),
+            "priority": sorted(self.priorities),
+            "label": sorted(self.labels),
+            "assignee_id": str(self.assignee_id) if self.assignee_id else None,
+            "due_before": self.due_before.isoformat() if self.due_before else None,
+            "due_after": self.due_after.isoformat() if self.due_after else None,
+            "q": self.q,
+        }
+
+
+@dataclass(slots=True)
+class _Params:
+    values: list[Any] = field(default_factory=list)
+
+    def __call__(self, value: Any, cast: str | None = None) -> str:
+        self.values.append(value)
+        ref = f"${len(self.values)}"
+        return f"{ref}::{cast}" if cast else ref
+
+
+def build_list_query(
+    *,
+    visible_to: uuid.UUID | None,
+    filters: TaskFilters,
+    sort: SortSpec,
+    after: list[Any] | None,
+    limit: int,
+) -> tuple[str, list[Any]]:
+    """SQL and arguments for one page. ``visible_to`` restricts to tasks that user owns
+    or is assigned; ``after`` is the last row's sort key (sort columns, then id)."""
+    p = _Params()
+    where = ["deleted_at IS NULL"]
+    if visible_to is not None:
+        me = p(visible_to)
+        where.append(f"(owner_id = {me} OR assignee_id = {me})")
+    if filters.statuses:
+        where.append(f"status = ANY({p(list(filters.statuses), 'task_status[]')})")
+    if filters.priorities:
+        where.append(f"priority = ANY({p(list(filters.priorities), 'task_priority[]')})")
+    if filters.assignee_id is not None:
+        where.append(f"assignee_id = {p(filters.assignee_id)}")
+    if filters.labels:
+        where.append(f"labels @> {p(list(filters.labels), 'varchar[]')}")
+    if filters.due_before is not None:
+        where.append(f"due_at < {p(filters.due_before)}")
+    if filters.due_after is not None:
+        where.append(f"due_at >= {p(filters.due_after)}")
+    if filters.q:
+        where.append(f"search @@ websearch_to_tsquery('english', {p(filters.q)})")
+    op, direction = ("<", "DESC") if sort.descending else (">", "ASC")
+    if after is not None:
+        where.append(_keyset(p, sort, after, op))
+    nulls = " NULLS LAST" if sort.nullable else ""
+    order = ", ".join(f"{c} {direction}{nulls}" for c in sort.columns)
+    # Only fixed identifiers are interpolated; every value is a bind parameter.
+    sql = (
+        f"SELECT {_SELECT} FROM task WHERE {' AND '.join(where)} "  # noqa: S608
+        f"ORDER BY {order}, id {direction} LIMIT {p(limit)}"
+    )
+    return sql, p.values
+
+
+def _keyset(p: _Params, sort: SortSpec, after: list[Any], op: str) -> str:
+    *keys, last_id = after
+    if sort.nullable:
+        (column,) = sort.columns
+        (value,) = keys
+        if value is None:  # already inside the trailing NULL block
+            return f"({column} IS NULL AND id {op} {p(last_id, 'uuid')})"
+        row = f"({column}, id) {op} ({p(value, _CAST[column])}, {p(last_id, 'uuid')})"
+        return f"({row} OR {column} IS NULL)"
+    columns = ", ".join((*sort.columns, "id"))
+    params = ", ".join(p(v, _CAST[c]) for c, v in zip((*sort.columns, "id"), after, strict=True))
+    return f"({columns}) {op} ({params})"
+
+
+async def fetch_page(conn: asyncpg.Connection, sql: str, args: list[Any]) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+    return rows
+
+
+async def fetch_live(conn: asyncpg.Connection, task_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {_SELECT} FROM task WHERE id = $1 AND deleted_at IS NULL",  # noqa: S608
+        task_id,
+    )
+
+
+_RETURNING = [Task.__table__.c[name] for name in COLUMNS]
+
+
+class TaskRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def insert(self, values: dict[str, Any]) -> dict[str, Any]:
+        stmt = insert(Task).values(**values).returning(*_RETURNING)
+        return dict((await self.session.execute(stmt)).mappings().one())
+
+    async def get_for_update(
+        self, task_id: uuid.UUID, *, deleted: bool = False
+    ) -> dict[str, Any] | None:
+        """The task locked for this transaction: live ones, or with ``deleted`` the
+        soft-deleted ones."""
+        condition = Task.deleted_at.is_not(None) if deleted else Task.deleted_at.is_(None)
+        stmt = (
+            select(*_RETURNING, Task.deleted_at)
+            .where(Task.id == task_id, condition)
+            .with_for_update()
+        )
+        row = (await self.session.execute(stmt)).mappings().one_or_none()
+        return dict(row) if row is not None else None
+
+    async def exists(self, task_id: uuid.UUID) -> bool:
+        stmt = select(Task.id).where(Task.id == task_id)
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def update(self, task_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
+        stmt = (
+            update(Task)
+            .where(Task.id == task_id)
+            .values(**values, version=Task.version + 1, updated_at=func.now())
+            .returning(*_RETURNING)
+        )
+        return dict((await self.session.execute(stmt)).mappings().one())

@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from taskhub_api.auth.deps import AdminPrincipal, CurrentPrincipal, WriterPrincipal
+from taskhub_api.deps import DatabaseDep, SettingsDep, WriteSessionDep
+from taskhub_api.kit.etag import etag, if_none_match_hit
+from taskhub_api.kit.responses import JSONBytes
+from taskhub_api.kit.schemas import Text
+from taskhub_api.tasks.models import TaskPriority, TaskStatus
+from taskhub_api.tasks.repository import TaskFilters
+from taskhub_api.tasks.schemas import (
+    Label,
+    SearchText,
+    TaskCreate,
+    TaskPage,
+    TaskRead,
+    TaskSort,
+    TaskUpdate,
+    Timestamp,
+)
+from taskhub_api.tasks.service import task_service
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+IdempotencyKey = Annotated[
+    Text | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Replays the original response for a repeated request (kept 24 h).",
+    ),
+]
+IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=1024)]
+IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match", max_length=1024)]
+
+
+def _task_response(task: dict[str, object], status_code: int = 200) -> JSONBytes:
+    return JSONBytes(task, status_code=status_code, headers={"ETag": etag(int(task["version"]))})  # type: ignore[call-overload]
+
+
+@router.get("", response_model=TaskPage)
+async def list_tasks(
+    principal: CurrentPrincipal,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    sort: TaskSort = TaskSort.CREATED_DESC,
+    task_status: Annotated[list[TaskStatus] | None, Query(alias="status")] = None,
+    priority: Annotated[list[TaskPriority] | None, Query()] = None,
+    assignee_id: uuid.UUID | None = None,
+    label: Annotated[list[Label] | None, Query(max_length=20)] = None,
+    due_before: Annotated[Timestamp | None, Query(description="due_at < this")] = None,
+    due_after: Annotated[Timestamp | None, Query(description="due_at >= this")] = None,
+    q: Annotated[SearchText | None, Query(description="Full-text search")] = None,
+) -> JSONBytes:
+    """Tasks the caller may read, one keyset page at a time."""
+    filters = TaskFilters(
+        statuses=tuple(s.value for s in task_status or ()),
+        priorities=tuple(p.value for p in priority or ()),
+        labels=tuple(label or ()),
+        assignee_id=assignee_id,
+        due_before=due_before,
+        due_after=due_after,
+        q=q,
+    )
+    page = await task_service.list(
+        db.replica,
+        principal,
+        settings.cursor_key,
+        filters=filters,
+        sort=sort.value,
+        after=cursor,
+        limit=limit,
+    )
+    return JSONBytes(page.to_json())
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskRead)
+async def create_task(
+    data: TaskCreate,
+    principal: WriterPrincipal,
+    session: WriteSessionDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONBytes:
+    """Create a task owned by the caller."""
+    created = await task_service.create(
+        session,
+        principal,
+        data,
+        idempotency_key=idempotency_key,
+        retention=timedelta(hours=settings.idempotency.retention_hours),
+    )
+    headers = dict(created.headers)
+    if created.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONBytes(created.body, status_code=created.status_code, headers=headers)
+
+
+@router.get(
+    "/{task_id}",
+    response_model=TaskRead,
+    responses={304: {"description": "Not modified (If-None-Match)"}},
+)
+async def get_task(
+    task_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    db: DatabaseDep,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """One task, with its ETag."""
+    task = await task_service.get(db.replica, principal, task_id)
+    if if_none_match_hit(if_none_match, int(task["version"])):
+        return Response(status_code=304, headers={"ETag": etag(int(task["version"]))})
+    return _task_response(task)
+
+
+@router.patch(
+    "/{task_id}",
+    response_model=TaskRead,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/merge-patch+json": {
+                    "schema": {"$ref": "#/components/schemas/TaskUpdate"}
+                }
+            }
+        }
+    },
+)
+async def update_task(
+    task_id: uuid.UUID,
+    patch: TaskUpdate,
+    principal: WriterPrincipal,
+    session: WriteSessionDep,
+    if_match: IfMatch = None,
+) -> JSONBytes:
+    """Change a task (JSON merge patch). A stale `If-Match` gives 412."""
+    return _task_response(await task_service.update(session, principal, task_id, patch, if_match))
+
+
+@router.delete("/{task_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_task(
+    task_id: uuid.UUID,
+    principal: WriterPrincipal,
+    session: WriteSessionDep,
+    if_match: IfMatch = None,
+) -> Response:
+    """Soft-delete a task; it then reads as 404 until an admin restores it."""
+    await task_service.delete(session, principal, task_id, if_match)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{task_id}/restore", response_model=TaskRead)
+async def restore_task(
+    task_id: uuid.UUID, _: AdminPrincipal, session: WriteSessionDep
+) -> JSONBytes:
+    """Undo a soft delete (admin only)."""
+    return _task_response(await task_service.restore(session, task_id))

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+from taskhub_api.kit.schemas import PageMeta, Schema, Text
+from taskhub_api.tasks.models import TaskPriority, TaskStatus
+
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _in_range(value: datetime) -> datetime:
+    try:
+        utc = value.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise ValueError("must be between 1970-01-01 and 9999-01-01") from exc
+    if not _EARLIEST <= utc < _LATEST:
+        raise ValueError("must be between 1970-01-01 and 9999-01-01")
+    return utc
+
+
+def _dedupe(labels: list[str]) -> list[str]:
+    return list(dict.fromkeys(labels))
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range)]
+Title = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[Text, StringConstraints(max_length=10_000)]
+Label = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+Labels = Annotated[list[Label], Field(max_length=20), AfterValidator(_dedupe)]
+SearchText = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class TaskSort(StrEnum):
+    CREATED_DESC = "-created_at"
+    CREATED = "created_at"
+    DUE = "due_at"
+    DUE_DESC = "-due_at"
+    PRIORITY = "priority"
+    PRIORITY_DESC = "-priority"
+    UPDATED_DESC = "-updated_at"
+
+
+class TaskCreate(Schema):
+    title: Title
+    description: Description = ""
+    status: TaskStatus = TaskStatus.TODO
+    priority: TaskPriority = TaskPriority.MEDIUM
+    labels: Labels = Field(default_factory=list)
+    due_at: Timestamp | None = None
+    assignee_id: uuid.UUID | None = None
+
+
+class TaskUpdate(Schema):
+    """A JSON merge patch (RFC 7396): absent fields stay, ``null`` clears the nullable
+    ones (``description`` becomes empty)."""
+
+    title: Title | None = None
+    description: Description | None = None
+    status: TaskStatus | None = None
+    priority: TaskPriority | None = None
+    labels: Labels | None = None
+    due_at: Timestamp | None = None
+    assignee_id: uuid.UUID | None = None
+
+    @field_validator("title", "status", "priority", "labels", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may not be null")
+        return value
+
+    def changes(self) -> dict[str, Any]:
+        values = {name: getattr(self, name) for name in self.model_fields_set}
+        if "description" in values and values["description"] is None:
+            values["description"] = ""
+        return values
+
+
+class TaskRead(BaseModel):
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    assignee_id: uuid.UUID | None
+    title: str
+    description: str
+    status: TaskStatus
+    priority: TaskPriority
+    labels: list[str]
+    due_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class TaskPage(BaseModel):
+    items: list[TaskRead]
+    meta: PageMeta

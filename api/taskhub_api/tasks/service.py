@@ -1,0 +1,227 @@
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from taskhub_api.auth.principal import Principal
+from taskhub_api.db import WriteSession, driver_connection
+from taskhub_api.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    UnprocessableContent,
+    field_error,
+)
+from taskhub_api.idempotency.repository import IdempotencyRepository
+from taskhub_api.kit import cursor
+from taskhub_api.kit.etag import check_if_match, etag
+from taskhub_api.kit.jsonenc import dumps
+from taskhub_api.tasks import repository
+from taskhub_api.tasks.models import TaskPriority
+from taskhub_api.tasks.policy import can_read, ensure_can_delete, ensure_can_edit
+from taskhub_api.tasks.repository import SORTS, TaskFilters, TaskRepository
+from taskhub_api.tasks.schemas import TaskCreate, TaskUpdate
+from taskhub_api.users.repository import UserRepository
+
+CREATE_SCOPE = "tasks.create"
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    status_code: int
+    body: bytes
+    headers: dict[str, str]
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[dict[str, Any]]
+    limit: int
+    has_more: bool
+    next_cursor: str | None
+
+    def to_json(self) -> bytes:
+        meta = {"limit": self.limit, "has_more": self.has_more, "next_cursor": self.next_cursor}
+        return dumps({"items": self.items, "meta": meta})
+
+
+def location(task_id: uuid.UUID) -> str:
+    return f"/api/v1/tasks/{task_id}"
+
+
+def _not_found(task_id: uuid.UUID) -> NotFound:
+    return NotFound(f"Task {task_id} does not exist.")
+
+
+def _public(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: row[name] for name in repository.COLUMNS}
+
+
+def _cursor_values(sort: str, row: Mapping[str, Any]) -> list[Any]:
+    values = [row[c] for c in SORTS[sort].columns] + [row["id"]]
+    as_json: list[Any] = orjson.loads(dumps(values))  # datetimes and UUIDs as strings
+    return as_json
+
+
+def _parse_cursor_values(sort: str, values: list[Any]) -> list[Any]:
+    columns = (*SORTS[sort].columns, "id")
+    if len(values) != len(columns):
+        raise ValueError("wrong number of values")
+    parsed: list[Any] = []
+    for column, value in zip(columns, values, strict=True):
+        if column == "id":
+            parsed.append(uuid.UUID(value))
+        elif column == "priority":
+            parsed.append(TaskPriority(value).value)
+        elif value is None and SORTS[sort].nullable:
+            parsed.append(None)
+        else:
+            parsed.append(datetime.fromisoformat(value))
+    return parsed
+
+
+class TaskService:
+    async def list(
+        self,
+        engine: AsyncEngine,
+        principal: Principal,
+        cursor_key: bytes,
+        *,
+        filters: TaskFilters,
+        sort: str,
+        after: str | None,
+        limit: int,
+    ) -> Page:
+        bound_to = cursor.fingerprint(filters.canonical())
+        position = None
+        if after is not None:
+            values = cursor.decode(cursor_key, after, sort, bound_to)
+            try:
+                position = _parse_cursor_values(sort, values)
+            except (ValueError, TypeError, AttributeError) as exc:
+                message = "The cursor is malformed."
+                raise BadRequest(message, errors=[field_error("cursor", "is malformed")]) from exc
+        sql, args = repository.build_list_query(
+            visible_to=None if principal.reads_all else principal.id,
+            filters=filters,
+            sort=SORTS[sort],
+            after=position,
+            limit=limit + 1,
+        )
+        async with engine.connect() as conn:
+            rows = await repository.fetch_page(await driver_connection(conn), sql, args)
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = (
+            cursor.encode(cursor_key, sort, bound_to, _cursor_values(sort, rows[-1]))
+            if has_more
+            else None
+        )
+        return Page([dict(r) for r in rows], limit, has_more, next_cursor)
+
+    async def get(
+        self, engine: AsyncEngine, principal: Principal, task_id: uuid.UUID
+    ) -> dict[str, Any]:
+        async with engine.connect() as conn:
+            row = await repository.fetch_live(await driver_connection(conn), task_id)
+        if row is None or not can_read(principal, row):
+            raise _not_found(task_id)
+        return dict(row)
+
+    async def create(
+        self,
+        session: WriteSession,
+        principal: Principal,
+        data: TaskCreate,
+        *,
+        idempotency_key: str | None,
+        retention: timedelta,
+    ) -> Created:
+        keys = IdempotencyRepository(session)
+        if idempotency_key is not None:
+            request = orjson.dumps(
+                data.model_dump(mode="json", exclude_unset=True), option=orjson.OPT_SORT_KEYS
+            )
+            request_hash = hashlib.sha256(request).digest()
+            claimed = await keys.claim(
+                principal.id, idempotency_key, CREATE_SCOPE, request_hash, retention
+            )
+            if not claimed:
+                stored = await keys.get(principal.id, idempotency_key)
+                if stored.scope != CREATE_SCOPE or stored.request_hash != request_hash:
+                    raise UnprocessableContent(
+                        "This Idempotency-Key was already used with a different request.",
+                        errors=[field_error("Idempotency-Key", "was used for another request")],
+                    )
+                return Created(
+                    stored.status_code, stored.response_body, stored.response_headers, True
+                )
+        if data.assignee_id is not None:
+            await self._check_assignee(session, data.assignee_id)
+        row = await TaskRepository(session).insert({**data.model_dump(), "owner_id": principal.id})
+        body = dumps(_public(row))
+        headers = {"Location": location(row["id"]), "ETag": etag(row["version"])}
+        if idempotency_key is not None:
+            await keys.complete(principal.id, idempotency_key, 201, body, headers)
+        return Created(201, body, headers)
+
+    async def update(
+        self,
+        session: WriteSession,
+        principal: Principal,
+        task_id: uuid.UUID,
+        patch: TaskUpdate,
+        if_match: str | None,
+    ) -> dict[str, Any]:
+        tasks = TaskRepository(session)
+        row = await tasks.get_for_update(task_id)
+        if row is None or not can_read(principal, row):
+            raise _not_found(task_id)
+        changes = patch.changes()
+        ensure_can_edit(principal, row, changes.keys())
+        check_if_match(if_match, row["version"])
+        changes = {k: v for k, v in changes.items() if row[k] != v}
+        if not changes:
+            return _public(row)
+        if changes.get("assignee_id") is not None:
+            await self._check_assignee(session, changes["assignee_id"])
+        return _public(await tasks.update(task_id, changes))
+
+    async def delete(
+        self, session: WriteSession, principal: Principal, task_id: uuid.UUID, if_match: str | None
+    ) -> None:
+        tasks = TaskRepository(session)
+        row = await tasks.get_for_update(task_id)
+        if row is None or not can_read(principal, row):
+            raise _not_found(task_id)
+        ensure_can_delete(principal, row)
+        check_if_match(if_match, row["version"])
+        await tasks.update(task_id, {"deleted_at": datetime.now(UTC)})
+
+    async def restore(self, session: WriteSession, task_id: uuid.UUID) -> dict[str, Any]:
+        """Undo a soft delete (the caller is an admin)."""
+        tasks = TaskRepository(session)
+        row = await tasks.get_for_update(task_id, deleted=True)
+        if row is None:
+            if await tasks.exists(task_id):
+                raise Conflict(f"Task {task_id} is not deleted.")
+            raise _not_found(task_id)
+        return _public(await tasks.update(task_id, {"deleted_at": None}))
+
+    async def _check_assignee(self, session: WriteSession, user_id: uuid.UUID) -> None:
+        if not await UserRepository(session).active_assignee_exists(user_id):
+            raise UnprocessableContent(
+                f"Cannot assign the task: user {user_id} does not exist or is disabled.",
+                errors=[field_error("assignee_id", "must be an existing, active user")],
+            )
+
+
+task_service = TaskService()

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from sqlalchemy import func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from taskhub_api.users.models import User
+
+
+class UserRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, user_id: uuid.UUID) -> User | None:
+        return await self.session.get(User, user_id)
+
+    async def get_by_username(self, username: str) -> User | None:
+        stmt = select(User).where(func.lower(User.username) == username.lower())
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def username_taken(self, username: str) -> bool:
+        return await self.get_by_username(username) is not None
+
+    async def create(
+        self, *, username: str, email: str, password_hash: str, roles: list[str]
+    ) -> User | None:
+        """The new user, or None when the username or email is taken (no exception, so
+        the transaction stays usable)."""
+        stmt = (
+            insert(User)
+            .values(username=username, email=email, password_hash=password_hash, roles=roles)
+            .on_conflict_do_nothing()
+            .returning(User)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def list_page(self, after: tuple[datetime, uuid.UUID] | None, limit: int) -> list[User]:
+        stmt = select(User).order_by(User.created_at, User.id).limit(limit)
+        if after is not None:
+            stmt = stmt.where(tuple_(User.created_at, User.id) > tuple_(*after))
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def update(self, user_id: uuid.UUID, values: dict[str, Any]) -> User | None:
+        stmt = (
+            update(User)
+            .where(User.id == user_id)
+            .values(**values, updated_at=func.now())
+            .returning(User)
+            .execution_options(synchronize_session=False)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def active_assignee_exists(self, user_id: uuid.UUID) -> bool:
+        stmt = select(User.id).where(User.id == user_id, User.disabled.is_(False))
+        return (await self.session.execute(stmt)).first() is not None
+
+
+async def fetch_principal_row(
+    conn: asyncpg.Connection, user_id: uuid.UUID
+) -> asyncpg.Record | None:
+    """Current username, roles and disabled flag: checked on every request so a role
+    change or a disabled account takes effect at once."""
+    return await conn.fetchrow(
+        'SELECT username, roles, disabled FROM "user" WHERE id = $1', user_id
+    )

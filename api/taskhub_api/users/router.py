@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from taskhub_api.auth.deps import AdminPrincipal, CurrentPrincipal
+from taskhub_api.deps import ReadSessionDep, SettingsDep, WriteSessionDep
+from taskhub_api.users.schemas import UserPage, UserRead, UserUpdate
+from taskhub_api.users.service import user_service
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+@router.get("/me", response_model=UserRead)
+async def me(principal: CurrentPrincipal, session: WriteSessionDep) -> UserRead:
+    """The calling user."""
+    return UserRead.model_validate(await user_service.get(session, principal.id))
+
+
+@router.get("", response_model=UserPage)
+async def list_users(
+    _: AdminPrincipal,
+    session: ReadSessionDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> UserPage:
+    """Every user, oldest first (admin only)."""
+    users, meta = await user_service.list(session, settings.cursor_key, cursor, limit)
+    return UserPage(items=[UserRead.model_validate(u) for u in users], meta=meta)
+
+
+@router.patch("/{user_id}", response_model=UserRead)
+async def update_user(
+    user_id: uuid.UUID, data: UserUpdate, admin: AdminPrincipal, session: WriteSessionDep
+) -> UserRead:
+    """Change a user's roles or disabled flag (admin only). A disabled user's tokens stop
+    working at once."""
+    return UserRead.model_validate(await user_service.update(session, admin, user_id, data))

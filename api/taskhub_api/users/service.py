@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from taskhub_api.auth.principal import Principal
+from taskhub_api.db import ReadSession, WriteSession
+from taskhub_api.errors import BadRequest, Conflict, NotFound, field_error
+from taskhub_api.kit import cursor
+from taskhub_api.kit.schemas import PageMeta
+from taskhub_api.users.models import Role, User
+from taskhub_api.users.repository import UserRepository
+from taskhub_api.users.schemas import UserUpdate
+
+_SORT = "created_at"
+_NO_FILTERS = cursor.fingerprint({})
+
+
+class UserService:
+    async def get(self, session: ReadSession | WriteSession, user_id: uuid.UUID) -> User:
+        user = await UserRepository(session).get(user_id)
+        if user is None:
+            raise NotFound(f"User {user_id} does not exist.")
+        return user
+
+    async def list(
+        self, session: ReadSession, cursor_key: bytes, after: str | None, limit: int
+    ) -> tuple[list[User], PageMeta]:
+        position = None
+        if after is not None:
+            values = cursor.decode(cursor_key, after, _SORT, _NO_FILTERS)
+            try:
+                position = (datetime.fromisoformat(values[0]), uuid.UUID(values[1]))
+            except (ValueError, TypeError, IndexError) as exc:
+                raise BadRequest(
+                    "The cursor is malformed.", errors=[field_error("cursor", "is malformed")]
+                ) from exc
+        users = await UserRepository(session).list_page(position, limit + 1)
+        has_more = len(users) > limit
+        users = users[:limit]
+        next_cursor = (
+            cursor.encode(
+                cursor_key,
+                _SORT,
+                _NO_FILTERS,
+                [users[-1].created_at.isoformat(), str(users[-1].id)],
+            )
+            if has_more
+            else None
+        )
+        return users, PageMeta(limit=limit, has_more=has_more, next_cursor=next_cursor)
+
+    async def update(
+        self, session: WriteSession, actor: Principal, user_id: uuid.UUID, data: UserUpdate
+    ) -> User:
+        values = data.model_dump(exclude_unset=True, exclude_none=True)
+        if "roles" in values:
+            values["roles"] = [Role(r).value for r in values["roles"]]
+        if user_id == actor.id and (
+            values.get("disabled") is True or ("roles" in values and "admin" not in values["roles"])
+        ):
+            raise Conflict("Admins cannot disable themselves or drop their own admin role.")
+        users = UserRepository(session)
+        if not values:
+            return await self.get(session, user_id)
+        user = await users.update(user_id, values)
+        if user is None:
+            raise NotFound(f"User {user_id} does not exist.")
+        return user
+
+
+user_service = UserService()

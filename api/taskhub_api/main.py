@@ -84,10 +84,21 @@ async def _app_error(request: Request, exc: AppError) -> Response:
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-    errors = [
-        {"field": _field(tuple(e["loc"])), "message": e["msg"], "type": e["type"]}
-        for e in exc.errors()
-    ]
+    errors = []
+    for e in exc.errors():
+        if e["type"] == "json_invalid":  # loc holds the character position, not a field
+            position = e["loc"][-1]
+            errors.append(
+                {
+                    "field": "body",
+                    "message": f"is not valid JSON (at character {position})",
+                    "type": e["type"],
+                }
+            )
+        else:
+            errors.append(
+                {"field": _field(tuple(e["loc"])), "message": e["msg"], "type": e["type"]}
+            )
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return problem(
         422, detail or "The request is invalid.", errors=errors, instance=request.url.path

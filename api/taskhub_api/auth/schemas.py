@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated
 
-from taskhub_api.kit.schemas import Schema, Text
+from pydantic import BaseModel, Field, StringConstraints
+
+from taskhub_api.kit.schemas import Schema, Storable
 
 
 class TokenPair(BaseModel):
@@ -13,4 +15,4 @@ class TokenPair(BaseModel):
 
 
 class RefreshRequest(Schema):
-    refresh_token: Text = Field(min_length=1, max_length=512)
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=512), Storable]

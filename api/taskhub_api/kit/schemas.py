@@ -18,7 +18,10 @@ def _storable(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(_storable)]
+# Goes last in an Annotated chain: pydantic applies length constraints placed after a
+# validator to the unstripped input.
+Storable = AfterValidator(_storable)
+Text = Annotated[str, Storable]
 
 
 class Schema(BaseModel):

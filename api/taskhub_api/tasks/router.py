@@ -10,7 +10,6 @@ from taskhub_api.auth.deps import AdminPrincipal, CurrentPrincipal, WriterPrinci
 from taskhub_api.deps import DatabaseDep, SettingsDep, WriteSessionDep
 from taskhub_api.kit.etag import etag, if_none_match_hit
 from taskhub_api.kit.responses import JSONBytes
-from taskhub_api.kit.schemas import Text
 from taskhub_api.tasks.models import TaskPriority, TaskStatus
 from taskhub_api.tasks.repository import TaskFilters
 from taskhub_api.tasks.schemas import (
@@ -28,7 +27,7 @@ from taskhub_api.tasks.service import task_service
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 IdempotencyKey = Annotated[
-    Text | None,
+    str | None,
     Header(
         alias="Idempotency-Key",
         min_length=1,

@@ -14,7 +14,7 @@ from pydantic import (
     field_validator,
 )
 
-from taskhub_api.kit.schemas import PageMeta, Schema, Text
+from taskhub_api.kit.schemas import PageMeta, Schema, Storable
 from taskhub_api.tasks.models import TaskPriority, TaskStatus
 
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -36,11 +36,17 @@ def _dedupe(labels: list[str]) -> list[str]:
 
 
 Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range)]
-Title = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Description = Annotated[Text, StringConstraints(max_length=10_000)]
-Label = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+Title = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), Storable
+]
+Description = Annotated[str, StringConstraints(max_length=10_000), Storable]
+Label = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50), Storable
+]
 Labels = Annotated[list[Label], Field(max_length=20), AfterValidator(_dedupe)]
-SearchText = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+SearchText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), Storable
+]
 
 
 class TaskSort(StrEnum):

@@ -6,12 +6,13 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
-from taskhub_api.kit.schemas import PageMeta, Schema, Text
+from taskhub_api.kit.schemas import PageMeta, Schema, Storable, Text
 from taskhub_api.users.models import Role
 
 Username = Annotated[
-    Text,
+    str,
     StringConstraints(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
+    Storable,
 ]
 
 

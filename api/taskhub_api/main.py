@@ -17,7 +17,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
 from taskhub_api.auth.router import router as auth_router
-from taskhub_api.auth.tokens import BuiltinVerifier
+from taskhub_api.auth.verifier import TokenVerifier
 from taskhub_api.db import Database
 from taskhub_api.errors import AppError
 from taskhub_api.health.router import ready
@@ -126,11 +126,12 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.db = Database(settings.db)
-    app.state.token_verifier = BuiltinVerifier(settings.auth)
+    app.state.token_verifier = TokenVerifier(settings.auth)
     app.state.migrations = SchemaVersion()
     try:
         yield
     finally:
+        await app.state.token_verifier.aclose()
         await app.state.db.dispose()
 
 

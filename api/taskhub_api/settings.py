@@ -37,11 +37,24 @@ class AuthSettings(BaseModel):
     audience: str = "taskhub-api"
     access_token_ttl_seconds: int = Field(default=900, ge=30)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
-    # Keycloak (or any OIDC issuer). When set, bearer tokens are validated against its
-    # discovery document and JWKS instead of the built-in issuer.
+    # Keycloak (or any OIDC issuer), e.g. https://sso.example.com/realms/taskhub. When
+    # set, its tokens are accepted too (validated via discovery and JWKS); tokens of the
+    # built-in issuer keep working for local accounts such as the bootstrap admin.
     oidc_issuer: str | None = None
-    oidc_audience: str | None = None
-    oidc_client_id: str | None = None
+    # Where to fetch the discovery document when the issuer's public URL is not
+    # reachable from the pod (in-cluster service URL). Defaults to the issuer's.
+    oidc_discovery_url: str | None = None
+    # Required `aud` (Keycloak: an audience mapper on the client adds it).
+    oidc_audience: str = "taskhub-api"
+    # Client whose client roles (resource_access.<client>.roles) count as TaskHub roles,
+    # besides realm roles (realm_access.roles).
+    oidc_client_id: str = "taskhub-api"
+    oidc_algorithms: list[str] = ["RS256"]
+    jwks_cache_seconds: int = Field(default=300, ge=10)
+    # A token with an unknown key id refreshes the JWKS (key rotation), at most once per
+    # this many seconds, so a flood of forged key ids cannot hammer the issuer.
+    jwks_min_refresh_seconds: float = Field(default=10.0, ge=0)
+    oidc_timeout_seconds: float = Field(default=3.0, gt=0)
     # Tolerated clock skew when checking exp/iat/nbf.
     leeway_seconds: int = Field(default=10, ge=0, le=300)
 

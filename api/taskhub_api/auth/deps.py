@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Protocol
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from taskhub_api.auth.principal import Principal
-from taskhub_api.auth.tokens import AccessClaims
+from taskhub_api.auth.verifier import TokenVerifier
 from taskhub_api.db import driver_connection
 from taskhub_api.deps import DatabaseDep
 from taskhub_api.errors import Forbidden, Unauthorized
 from taskhub_api.users.models import Role
-from taskhub_api.users.repository import fetch_principal_row
+from taskhub_api.users.repository import fetch_principal_row, provision_external_user
 
 bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
-
-
-class TokenVerifier(Protocol):
-    def verify(self, token: str) -> AccessClaims: ...
 
 
 async def get_principal(
@@ -28,11 +24,14 @@ async def get_principal(
     if not token:
         raise Unauthorized("A bearer token is required.")
     verifier: TokenVerifier = request.app.state.token_verifier
-    claims = verifier.verify(token)
+    claims = await verifier.verify(token)
     # A short checkout of its own, released before the endpoint takes its connection,
     # so a request never holds two pooled connections at once.
     async with db.primary.connect() as conn:
-        row = await fetch_principal_row(await driver_connection(conn), claims.subject)
+        driver = await driver_connection(conn)
+        row = await fetch_principal_row(driver, claims.subject)
+        if claims.external and (row is None or sorted(row["roles"]) != list(claims.roles)):
+            row = await provision_external_user(driver, claims)
     if row is None or row["disabled"]:
         raise Unauthorized("The account is disabled or no longer exists.")
     return Principal(

@@ -27,6 +27,10 @@ class AccessClaims:
     subject: uuid.UUID
     username: str
     roles: tuple[str, ...]
+    email: str | None = None
+    # Issued by an external OIDC provider: its roles are authoritative, and the user
+    # row is provisioned on first sight.
+    external: bool = False
 
 
 def issue_access_token(

@@ -9,6 +9,7 @@ from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from taskhub_api.auth.tokens import AccessClaims
 from taskhub_api.users.models import User
 
 
@@ -58,6 +59,35 @@ class UserRepository:
     async def active_assignee_exists(self, user_id: uuid.UUID) -> bool:
         stmt = select(User.id).where(User.id == user_id, User.disabled.is_(False))
         return (await self.session.execute(stmt)).first() is not None
+
+
+async def provision_external_user(
+    conn: asyncpg.Connection, claims: AccessClaims
+) -> asyncpg.Record | None:
+    """Creates (or re-syncs the roles of) the local row of a user from an external
+    issuer, so tasks can reference it. It has no usable password. A username or email
+    already used by a local account gets a suffix rather than taking it over."""
+    candidates = [
+        (claims.username, claims.email or f"{claims.subject}@users.invalid"),
+        (f"{claims.username[:55]}-{claims.subject.hex[:8]}", f"{claims.subject}@users.invalid"),
+    ]
+    for username, email in candidates:
+        try:
+            return await conn.fetchrow(
+                """
+                INSERT INTO "user" (id, username, email, password_hash, roles)
+                VALUES ($1, $2, $3, '!external', $4)
+                ON CONFLICT (id) DO UPDATE SET roles = EXCLUDED.roles, updated_at = now()
+                RETURNING username, roles, disabled
+                """,
+                claims.subject,
+                username,
+                email,
+                list(claims.roles),
+            )
+        except asyncpg.UniqueViolationError:
+            continue
+    return None
 
 
 async def fetch_principal_row(

@@ -53,5 +53,8 @@ format: install ## Format and autofix
 test: install services lint ## Run every test (lint included)
 	$(BIN)/pytest
 
+bench: install ## Benchmark the API against a raw-asyncpg reference (bench/results/latest.md)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean: ## Remove the virtualenv and caches (keeps .local data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -18,13 +17,18 @@ from starlette.exceptions import HTTPException
 
 from taskhub_api.auth.router import router as auth_router
 from taskhub_api.auth.tokens import BuiltinVerifier
-from taskhub_api.db import Database
+from taskhub_api.cache import Cache
+from taskhub_api.db import CONNECTION_ERRORS, Database
 from taskhub_api.errors import AppError
 from taskhub_api.health.router import ready
 from taskhub_api.health.router import router as health_router
 from taskhub_api.kit.body_limit import BodyLimitMiddleware
+from taskhub_api.kit.response_headers import ResponseHeadersMiddleware
 from taskhub_api.kit.responses import JSONBytes
 from taskhub_api.observability import RequestContextMiddleware, configure_logging
+from taskhub_api.ratelimit.clientip import ClientAddressResolver
+from taskhub_api.ratelimit.limiter import RateLimiter
+from taskhub_api.redisstore import RedisStore
 from taskhub_api.schema import SchemaVersion
 from taskhub_api.settings import Settings, get_settings
 from taskhub_api.tasks.router import router as tasks_router
@@ -101,8 +105,10 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
-    # Expected when the database is down or the pool is exhausted: fail fast with 503.
+    # Expected when the database is down or the pool is exhausted: fail fast with 503,
+    # and have the monitor look now rather than at its next tick.
     log.warning("database unavailable: %s", type(exc).__name__, exc_info=exc)
+    request.app.state.db.monitor.nudge()
     return problem(
         503,
         "The database is unavailable; retry shortly.",
@@ -115,11 +121,17 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.db = Database(settings.db)
+    app.state.redis = RedisStore(settings.redis)
+    app.state.cache = Cache(app.state.redis, settings.cache)
+    app.state.rate_limiter = RateLimiter(app.state.redis, enabled=settings.ratelimit.enabled)
+    app.state.client_address = ClientAddressResolver(settings.ratelimit.trusted_proxies)
     app.state.token_verifier = BuiltinVerifier(settings.auth)
     app.state.migrations = SchemaVersion()
+    await app.state.db.start()
     try:
         yield
     finally:
+        await app.state.redis.close()
         await app.state.db.dispose()
 
 
@@ -141,10 +153,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sa_exc.TimeoutError,
         sa_exc.OperationalError,
         sa_exc.InterfaceError,
-        asyncpg.PostgresConnectionError,
-        asyncpg.CannotConnectNowError,
+        *CONNECTION_ERRORS,
         ConnectionError,
-        TimeoutError,
     ):
         app.add_exception_handler(unavailable, _database_unavailable)
 
@@ -159,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(ResponseHeadersMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app

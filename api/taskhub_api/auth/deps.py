@@ -9,9 +9,9 @@ from fastapi.security import OAuth2PasswordBearer
 
 from taskhub_api.auth.principal import Principal
 from taskhub_api.auth.tokens import AccessClaims
-from taskhub_api.db import driver_connection
 from taskhub_api.deps import DatabaseDep
 from taskhub_api.errors import Forbidden, Unauthorized
+from taskhub_api.ratelimit.deps import enforce, rate_for
 from taskhub_api.users.models import Role
 from taskhub_api.users.repository import fetch_principal_row
 
@@ -29,10 +29,12 @@ async def get_principal(
         raise Unauthorized("A bearer token is required.")
     verifier: TokenVerifier = request.app.state.token_verifier
     claims = verifier.verify(token)
+    # Throttled before any database work, by the roles the token claims.
+    settings = request.app.state.settings.ratelimit
+    await enforce(request, "api", str(claims.subject), rate_for(settings, claims.roles))
     # A short checkout of its own, released before the endpoint takes its connection,
     # so a request never holds two pooled connections at once.
-    async with db.primary.connect() as conn:
-        row = await fetch_principal_row(await driver_connection(conn), claims.subject)
+    row = await db.principal_reader().run(lambda conn: fetch_principal_row(conn, claims.subject))
     if row is None or row["disabled"]:
         raise Unauthorized("The account is disabled or no longer exists.")
     return Principal(

@@ -142,7 +142,14 @@ class Database:
         replica = monitor.replica
         if replica is not None and monitor.replica_usable(min_lsn):
             fallback = self.primary if primary_up else None
-            return ReadEngine(self.replica, "replica", replica.lsn, fallback, monitor)
+            return ReadEngine(
+                self.replica,
+                "replica",
+                replica.lsn,
+                fallback,
+                monitor,
+                self.settings.replica_read_timeout,
+            )
         if primary_up:
             # The probe's position minus one: a transaction committing while it was
             # taken may be invisible a moment longer (see docs/data.md).
@@ -200,6 +207,8 @@ class ReadEngine:
     # Where to retry when the connection to ``engine`` fails (reads are idempotent).
     fallback: AsyncEngine | None
     monitor: DatabaseMonitor
+    # Bound of the first attempt when there is a fallback.
+    timeout: float | None = None
 
     async def run(self, query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``query`` on the driver connection (no ORM, no BEGIN: the hot path)."""
@@ -208,7 +217,7 @@ class ReadEngine:
             async with raw_connection(self.engine) as conn:
                 return await query(conn)
         try:
-            async with raw_connection(self.engine) as conn:
+            async with asyncio.timeout(self.timeout), raw_connection(self.engine) as conn:
                 return await query(conn)
         except _RETRYABLE_READ_ERRORS:
             self.monitor.nudge()

@@ -37,6 +37,9 @@ class DatabaseSettings(BaseModel):
     # probe_timeout. They decide where reads go and make writes fail fast.
     health_interval_seconds: float = Field(default=0.25, gt=0)
     probe_timeout_seconds: float = Field(default=0.5, gt=0)
+    # A read on the replica taking longer is retried on the primary: a replica that
+    # just died costs a request this much, not a failure.
+    replica_read_timeout: float = Field(default=1.0, gt=0)
 
 
 class AuthSettings(BaseModel):

@@ -207,7 +207,7 @@ class ReadEngine:
     # Where to retry when the connection to ``engine`` fails (reads are idempotent).
     fallback: AsyncEngine | None
     monitor: DatabaseMonitor
-    # Bound of the first attempt when there is a fallback.
+    # Bound of the first attempt when there is a fallback (replica_read_timeout).
     timeout: float | None = None
 
     async def run(self, query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
@@ -242,9 +242,12 @@ class Reads:
 async def raw_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection's asyncpg connection; discarded if the connection broke."""
     async with engine.connect() as conn:
+        driver = await driver_connection(conn)
         try:
-            yield await driver_connection(conn)
+            yield driver
         except CONNECTION_ERRORS:
+            # Terminate first: SQLAlchemy would try a graceful close for two seconds.
+            driver.terminate()
             await conn.invalidate()
             raise
 

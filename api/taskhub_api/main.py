@@ -117,6 +117,25 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):  # SQLAlchemy wraps the driver's error a few levels deep
+        if seen is None:
+            return False
+        if isinstance(seen, CONNECTION_ERRORS):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+async def _database_error(request: Request, exc: sa_exc.DBAPIError) -> Response:
+    # A generic DBAPIError is a lost connection (PgBouncer dropped it) or a bug.
+    if exc.connection_invalidated or _connection_lost(exc):
+        return await _database_unavailable(request, exc)
+    log.error("database error", exc_info=exc)
+    return problem(500, "An unexpected error occurred.", instance=request.url.path)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -149,6 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(AppError, _app_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(sa_exc.DBAPIError, _database_error)  # type: ignore[arg-type]
     for unavailable in (
         sa_exc.TimeoutError,
         sa_exc.OperationalError,

@@ -137,6 +137,8 @@ class DatabaseMonitor:
                             server_settings={"application_name": "taskhub-monitor"},
                         )
                     value = await node.conn.fetchval(node.query)
+                if value is None:
+                    raise asyncpg.InterfaceError(f"{node.name} reports no WAL position")
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 await self._close(node)
                 # An old connection may have died alone (PgBouncer restarted): one more

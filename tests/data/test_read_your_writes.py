@@ -73,11 +73,12 @@ class TestPausedReplay:
             await replica_sql("SELECT pg_wal_replay_resume()")
             await eventually(lambda: on_replica(task["id"]), within=10)
             before = await server.metric("taskhub_db_reads_total", target="replica")
+            limits = iter(range(50, 100))
 
             async def read_from_replica() -> bool:
-                # A new page each time (limit varies) so the cache cannot answer.
+                # A new page each time (the limit changes) so the cache cannot answer.
                 got = await http.get(
-                    TASKS, params={"limit": 50 + int(before) % 40}, headers=alice.with_token()
+                    TASKS, params={"limit": next(limits)}, headers=alice.with_token()
                 )
                 assert got.status_code == 200
                 assert [t["id"] for t in got.json()["items"]] == [task["id"]]

@@ -58,6 +58,8 @@ _COMMIT_LSN_ERRORS: tuple[type[BaseException], ...] = (
     sa_exc.DBAPIError,
     sa_exc.TimeoutError,
 )
+# The connection cannot be trusted after these (a cancelled query leaves it mid-way).
+_ABANDON_CONNECTION: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncio.CancelledError)
 COMMIT_LSN_SQL = "SELECT pg_current_wal_insert_lsn()::text"
 # Key of WriteSession.info: the cache scopes a transaction touched (set by services,
 # retired after the commit by the write-session dependency).
@@ -167,7 +169,12 @@ class Database:
         replica = self.replica if self.replica is not self.primary else None
         replica_up = monitor.replica is not None and monitor.replica.up
         if monitor.primary.up or replica is None or not replica_up:
-            return ReadEngine(self.primary, "primary", 0, replica if replica_up else None, monitor)
+            # A primary-key lookup: one slower than a probe means the primary is in
+            # trouble, and the replica can answer instead.
+            fallback = replica if replica_up else None
+            return ReadEngine(
+                self.primary, "primary", 0, fallback, monitor, self.settings.probe_timeout_seconds
+            )
         return ReadEngine(replica, "replica", 0, None, monitor)
 
     async def commit_lsn(self) -> int | None:
@@ -245,7 +252,8 @@ async def raw_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connectio
         driver = await driver_connection(conn)
         try:
             yield driver
-        except CONNECTION_ERRORS:
+        except _ABANDON_CONNECTION:
+            # Also when cancelled (a timeout): the connection's state is unknown.
             # Terminate first: SQLAlchemy would try a graceful close for two seconds.
             driver.terminate()
             await conn.invalidate()

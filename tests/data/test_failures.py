@@ -44,7 +44,7 @@ class TestPrimaryDown:
             first, first_took = await timed(
                 http.post(TASKS, json={"title": "during"}, headers=alice.headers)
             )
-            assert first.status_code == 503 and first_took < 4.5, first_took
+            assert first.status_code == 503 and first_took < 2, first_took
             print(f"first write after the stop: {first_took:.3f} s")
 
             async def unready() -> bool:
@@ -105,12 +105,13 @@ class TestPgBouncerRestart:
                         headers=alice.headers,
                     )
                 )
-                assert took < 4, took
+                assert took < 4, took  # never hangs
                 outcomes.append(response.status_code)
                 if outcomes[-3:] == [200, 200, 200]:
                     break
             assert outcomes[-3:] == [200, 200, 200], outcomes
             assert set(outcomes) <= {200, 503}, outcomes
+            print(f"PgBouncer restart, PATCH outcomes in order: {outcomes}")
             got = await http.get(TASKS, params={"limit": 3}, headers=alice.headers)
             assert got.status_code == 200
 

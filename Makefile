@@ -9,7 +9,7 @@ UV_VERSION := 0.13.8
 DB_NAME ?= taskhub
 export TASKHUB_DB__URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/$(DB_NAME)
 
-.PHONY: help install services migrate admin dev lint format test bench clean
+.PHONY: help install services packages stack stack-down migrate admin dev lint format test bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,15 @@ install: $(VENV)/.installed ## Create the virtualenv with the locked dependencie
 services: ## Make sure PostgreSQL runs (starts or installs it if needed)
 	scripts/ensure-postgres.sh $(DB_NAME)
 
+packages: ## Install PostgreSQL, PgBouncer and Redis (Debian packages) when missing
+	scripts/devstack.sh packages
+
+stack: ## Start the local data stack: primary, replica, PgBouncer, Redis (.local/devstack)
+	scripts/devstack.sh up
+
+stack-down: ## Stop the local data stack (keeps its data; `scripts/devstack.sh purge` wipes it)
+	scripts/devstack.sh down
+
 .local/secret-key:
 	mkdir -p .local && umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(48))' > $@
 
@@ -36,8 +45,10 @@ migrate: install services ## Apply database migrations
 admin: migrate ## Create the bootstrap admin (idempotent)
 	$(BIN)/taskhub bootstrap-admin --credentials-file .local/admin-credentials
 
-dev: admin .local/secret-key ## Run the platform locally on http://127.0.0.1:8000 (Ctrl-C stops)
-	TASKHUB_AUTH__SECRET_KEY=$$(cat .local/secret-key) TASKHUB_LOG_JSON=false \
+dev: install stack .local/secret-key ## Run the platform locally on http://127.0.0.1:8000 (Ctrl-C stops)
+	eval "$$(scripts/devstack.sh env)" && $(BIN)/taskhub migrate && \
+	  $(BIN)/taskhub bootstrap-admin --credentials-file .local/admin-credentials && \
+	  TASKHUB_AUTH__SECRET_KEY=$$(cat .local/secret-key) TASKHUB_LOG_JSON=false \
 	  exec $(BIN)/taskhub api --host 127.0.0.1 --port 8000
 
 lint: install ## ruff, mypy (strict) and the import layering contracts
@@ -50,7 +61,7 @@ format: install ## Format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install services lint ## Run every test (lint included)
+test: install services packages lint ## Run every test (lint included)
 	$(BIN)/pytest
 
 bench: install ## Benchmark the API against a raw-asyncpg reference (bench/results/latest.md)

@@ -17,7 +17,14 @@ from fastapi import FastAPI
 
 from taskhub_api.main import create_app
 from taskhub_api.schema import alembic_config
-from taskhub_api.settings import DatabaseSettings, Settings
+from taskhub_api.settings import (
+    DatabaseSettings,
+    Rate,
+    RateLimitSettings,
+    RedisSettings,
+    Settings,
+)
+from tests.stack import REDIS_URL, devstack
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_HOST = os.environ.get("PGHOST", "127.0.0.1")
@@ -47,8 +54,22 @@ def database_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
-    return Settings(db=DatabaseSettings(url=database_url), log_json=False, log_level="WARNING")
+def redis_url() -> str:
+    """The project's own Redis (never the machine's), keys prefixed per run."""
+    devstack("start", "redis")
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str) -> Settings:
+    return Settings(
+        db=DatabaseSettings(url=database_url),
+        redis=RedisSettings(url=redis_url, key_prefix=f"taskhub-test-{uuid.uuid4().hex[:8]}:"),
+        # Many logins per username across tests; tests/data checks the real limits.
+        ratelimit=RateLimitSettings(token=Rate(requests=10_000)),
+        log_json=False,
+        log_level="WARNING",
+    )
 
 
 @pytest.fixture(scope="session")

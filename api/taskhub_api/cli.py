@@ -89,6 +89,9 @@ def migrate() -> None:
 def serve_api(host: str, port: int, workers: int, reload: bool) -> None:
     import uvicorn
 
+    # X-Forwarded-* only from the trusted proxies of the settings (the rate limiter
+    # resolves client addresses the same way).
+    trusted = get_settings().ratelimit.trusted_proxies
     uvicorn.run(
         "taskhub_api.main:create_app",
         factory=True,
@@ -98,7 +101,8 @@ def serve_api(host: str, port: int, workers: int, reload: bool) -> None:
         reload=reload,
         log_config=None,
         access_log=False,
-        proxy_headers=True,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=",".join(trusted) or None,
         server_header=False,
     )
 

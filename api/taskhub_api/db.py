@@ -1,17 +1,23 @@
-"""Engines and the two session types.
+"""Engines, the two session types and read routing.
 
 ``WriteSession`` is bound to the primary: writes and reads that must be fresh.
 ``ReadSession`` may be bound to a replica. Keeping them distinct types lets the type
-checker see which one a function needs.
+checker see which one a function needs. Hot read paths take a ``ReadEngine``: the
+replica or the primary, chosen per read from the WAL position the caller must see
+(read-your-writes, see docs/data.md) and the replica's health and lag.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import asyncpg
+from prometheus_client import Counter
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -20,7 +26,49 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from taskhub_api.dbhealth import DatabaseMonitor
+from taskhub_api.errors import ServiceUnavailable
+from taskhub_api.kit import lsn
 from taskhub_api.settings import DatabaseSettings
+
+T = TypeVar("T")
+
+DB_READS = Counter("taskhub_db_reads_total", "Reads by the endpoint that served them", ["target"])
+
+# The connection (not the statement) failed: the connection is discarded, and a read
+# may be retried on the other endpoint.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.InterfaceError,  # closed or broken connection, PgBouncer gave up on it
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    OSError,
+    TimeoutError,  # command_timeout
+)
+# A read may also be retried elsewhere after these (connect failures arrive wrapped by
+# SQLAlchemy; a standby cancels queries that conflict with replay).
+_RETRYABLE_READ_ERRORS: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    sa_exc.DBAPIError,
+    asyncpg.exceptions.SerializationError,
+)
+_COMMIT_LSN_ERRORS: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    sa_exc.DBAPIError,
+    sa_exc.TimeoutError,
+)
+# The connection cannot be trusted after these (a cancelled query leaves it mid-way).
+_ABANDON_CONNECTION: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncio.CancelledError)
+COMMIT_LSN_SQL = "SELECT pg_current_wal_insert_lsn()::text"
+# Key of WriteSession.info: the cache scopes a transaction touched (set by services,
+# retired after the commit by the write-session dependency).
+CACHE_SCOPES = "cache_scopes"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, retry_after=1)
 
 
 class WriteSession(AsyncSession):
@@ -34,6 +82,7 @@ class ReadSession(AsyncSession):
 def create_engine(url: str, settings: DatabaseSettings) -> AsyncEngine:
     connect_args: dict[str, Any] = {
         "timeout": settings.connect_timeout,
+        "command_timeout": settings.command_timeout,
         "statement_cache_size": settings.statement_cache_size,
         "server_settings": {"application_name": "taskhub"},
     }
@@ -52,6 +101,7 @@ def create_engine(url: str, settings: DatabaseSettings) -> AsyncEngine:
 
 class Database:
     def __init__(self, settings: DatabaseSettings) -> None:
+        self.settings = settings
         self.primary = create_engine(settings.url, settings)
         self.replica = (
             create_engine(settings.replica_url, settings) if settings.replica_url else self.primary
@@ -62,11 +112,83 @@ class Database:
         self.read_sessions = async_sessionmaker(
             self.replica, class_=ReadSession, expire_on_commit=False, autoflush=False
         )
+        self.monitor = DatabaseMonitor(
+            settings, replica=self.replica is not self.primary, on_reconnect=self._reset_pool
+        )
+
+    async def start(self) -> None:
+        """Probe both endpoints, then keep probing in the background."""
+        await self.monitor.start()
 
     async def dispose(self) -> None:
+        await self.monitor.stop()
         await self.primary.dispose()
         if self.replica is not self.primary:
             await self.replica.dispose()
+
+    async def _reset_pool(self, node: str) -> None:
+        # The endpoint came back after its connections broke: drop the pooled ones
+        # rather than let one request each discover they are dead.
+        await (self.primary if node == "primary" else self.replica).dispose()
+
+    def ensure_writable(self) -> None:
+        """Fail fast while the primary is known to be down (PgBouncer would queue)."""
+        if not self.monitor.primary.up:
+            raise DatabaseUnavailable("The primary database is unavailable; writes are paused.")
+
+    def reader(self, min_lsn: int = lsn.ZERO) -> ReadEngine:
+        """Where a read that must include WAL position ``min_lsn`` runs: the replica if
+        it has replayed that far and is not too far behind, else the primary."""
+        monitor = self.monitor
+        primary_up = monitor.primary.up
+        replica = monitor.replica
+        if replica is not None and monitor.replica_usable(min_lsn):
+            fallback = self.primary if primary_up else None
+            return ReadEngine(
+                self.replica,
+                "replica",
+                replica.lsn,
+                fallback,
+                monitor,
+                self.settings.replica_read_timeout,
+            )
+        if primary_up:
+            # The probe's position minus one: a transaction committing while it was
+            # taken may be invisible a moment longer (see docs/data.md).
+            return ReadEngine(
+                self.primary, "primary", max(monitor.primary.lsn - 1, 0), None, monitor
+            )
+        raise DatabaseUnavailable(
+            "The primary database is unavailable and the replica has not caught up yet."
+        )
+
+    def principal_reader(self) -> ReadEngine:
+        """Identity and roles: from the primary (a disabled account stops at once), or
+        from the replica while the primary is down."""
+        monitor = self.monitor
+        replica = self.replica if self.replica is not self.primary else None
+        replica_up = monitor.replica is not None and monitor.replica.up
+        if monitor.primary.up or replica is None or not replica_up:
+            # A primary-key lookup: one slower than a probe means the primary is in
+            # trouble, and the replica can answer instead.
+            fallback = replica if replica_up else None
+            return ReadEngine(
+                self.primary, "primary", 0, fallback, monitor, self.settings.probe_timeout_seconds
+            )
+        return ReadEngine(replica, "replica", 0, None, monitor)
+
+    async def commit_lsn(self) -> int | None:
+        """The primary's WAL insert position, taken after a commit: at or past that
+        commit's record. None when the primary cannot tell right now."""
+        try:
+            async with (
+                asyncio.timeout(self.settings.command_timeout),
+                raw_connection(self.primary) as conn,
+            ):
+                return lsn.parse(await conn.fetchval(COMMIT_LSN_SQL))
+        except _COMMIT_LSN_ERRORS:
+            self.monitor.nudge()
+            return None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[WriteSession]:
@@ -79,6 +201,63 @@ class Database:
             except BaseException:
                 await session.rollback()
                 raise
+
+
+@dataclass(frozen=True, slots=True)
+class ReadEngine:
+    """The engine one read runs on. ``asof`` is a WAL position its data is known to
+    include (what a cache entry filled from it may claim)."""
+
+    engine: AsyncEngine
+    target: str  # "primary" or "replica", for metrics
+    asof: int
+    # Where to retry when the connection to ``engine`` fails (reads are idempotent).
+    fallback: AsyncEngine | None
+    monitor: DatabaseMonitor
+    # Bound of the first attempt when there is a fallback (replica_read_timeout).
+    timeout: float | None = None
+
+    async def run(self, query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run ``query`` on the driver connection (no ORM, no BEGIN: the hot path)."""
+        DB_READS.labels(self.target).inc()
+        if self.fallback is None:
+            async with raw_connection(self.engine) as conn:
+                return await query(conn)
+        try:
+            async with asyncio.timeout(self.timeout), raw_connection(self.engine) as conn:
+                return await query(conn)
+        except _RETRYABLE_READ_ERRORS:
+            self.monitor.nudge()
+        DB_READS.labels("fallback").inc()
+        async with raw_connection(self.fallback) as conn:
+            return await query(conn)
+
+
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """Read routing for one request: every read includes the client's last write
+    (``client_lsn``, from its consistency token) and whatever ``floor`` it asks for."""
+
+    db: Database
+    client_lsn: int
+
+    def engine(self, floor: int = lsn.ZERO) -> ReadEngine:
+        return self.db.reader(max(floor, self.client_lsn))
+
+
+@asynccontextmanager
+async def raw_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection's asyncpg connection; discarded if the connection broke."""
+    async with engine.connect() as conn:
+        driver = await driver_connection(conn)
+        try:
+            yield driver
+        except _ABANDON_CONNECTION:
+            # Also when cancelled (a timeout): the connection's state is unknown.
+            # Terminate first: SQLAlchemy would try a graceful close for two seconds.
+            driver.terminate()
+            await conn.invalidate()
+            raise
 
 
 async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:

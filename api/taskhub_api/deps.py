@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncConnection
+from fastapi import Depends, Header, Request
 
-from taskhub_api.db import Database, ReadSession, WriteSession
+from taskhub_api.cache import Cache
+from taskhub_api.db import CACHE_SCOPES, Database, Reads, ReadSession, WriteSession
+from taskhub_api.kit import lsn
+from taskhub_api.kit.response_headers import add_response_headers
 from taskhub_api.settings import Settings
+
+CONSISTENCY_TOKEN = "Consistency-Token"  # noqa: S105 - a header name
 
 
 def get_settings(request: Request) -> Settings:
@@ -22,27 +26,55 @@ def get_database(request: Request) -> Database:
     return db
 
 
+def get_cache(request: Request) -> Cache:
+    cache: Cache = request.app.state.cache
+    return cache
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
+CacheDep = Annotated[Cache, Depends(get_cache)]
+
+TokenHeader = Annotated[
+    str | None,
+    Header(
+        alias=CONSISTENCY_TOKEN,
+        max_length=64,
+        description="The token of your last write: the response reflects at least it.",
+    ),
+]
 
 
-async def get_write_session(db: DatabaseDep) -> AsyncIterator[WriteSession]:
+def get_reads(db: DatabaseDep, token: TokenHeader = None) -> Reads:
+    return Reads(db, lsn.parse_token(token))
+
+
+ReadsDep = Annotated[Reads, Depends(get_reads)]
+
+
+async def get_write_session(
+    request: Request, db: DatabaseDep, cache: CacheDep
+) -> AsyncIterator[WriteSession]:
     # scope="function" below: commit or rollback happens when the endpoint returns,
     # before the response is sent, so a client never sees an uncommitted write.
+    db.ensure_writable()
     async with db.transaction() as session:
         yield session
+    # Committed. The token lets the client's next reads include this write; cache
+    # entries the write made stale are retired by raising their scopes' watermarks.
+    position = await db.commit_lsn()
+    if position is not None:
+        add_response_headers(request, {CONSISTENCY_TOKEN: lsn.format_lsn(position)})
+    scopes: set[str] = session.info.get(CACHE_SCOPES, set())
+    if scopes:
+        await cache.invalidate(scopes, position)
 
 
-async def get_read_session(db: DatabaseDep) -> AsyncIterator[ReadSession]:
-    async with db.read_sessions() as session:
+async def get_read_session(reads: ReadsDep) -> AsyncIterator[ReadSession]:
+    target = reads.engine()
+    async with reads.db.read_sessions(bind=target.engine) as session:
         yield session
-
-
-async def get_read_connection(db: DatabaseDep) -> AsyncIterator[AsyncConnection]:
-    async with db.replica.connect() as conn:
-        yield conn
 
 
 WriteSessionDep = Annotated[WriteSession, Depends(get_write_session, scope="function")]
 ReadSessionDep = Annotated[ReadSession, Depends(get_read_session, scope="function")]
-ReadConnectionDep = Annotated[AsyncConnection, Depends(get_read_connection, scope="function")]

@@ -76,3 +76,8 @@ class ServiceUnavailable(AppError):
 
 def field_error(field: str, message: str) -> dict[str, str]:
     return {"field": field, "message": message}
+
+
+class TooManyRequests(AppError):
+    status_code = 429
+    title = "Too Many Requests"

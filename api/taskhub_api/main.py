@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -18,13 +17,18 @@ from starlette.exceptions import HTTPException
 
 from taskhub_api.auth.router import router as auth_router
 from taskhub_api.auth.verifier import TokenVerifier
-from taskhub_api.db import Database
+from taskhub_api.cache import Cache
+from taskhub_api.db import CONNECTION_ERRORS, Database
 from taskhub_api.errors import AppError
 from taskhub_api.health.router import ready
 from taskhub_api.health.router import router as health_router
 from taskhub_api.kit.body_limit import BodyLimitMiddleware
+from taskhub_api.kit.response_headers import ResponseHeadersMiddleware
 from taskhub_api.kit.responses import JSONBytes
 from taskhub_api.observability import RequestContextMiddleware, configure_logging
+from taskhub_api.ratelimit.clientip import ClientAddressResolver
+from taskhub_api.ratelimit.limiter import RateLimiter
+from taskhub_api.redisstore import RedisStore
 from taskhub_api.schema import SchemaVersion
 from taskhub_api.settings import Settings, get_settings
 from taskhub_api.tasks.router import router as tasks_router
@@ -112,8 +116,10 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
-    # Expected when the database is down or the pool is exhausted: fail fast with 503.
+    # Expected when the database is down or the pool is exhausted: fail fast with 503,
+    # and have the monitor look now rather than at its next tick.
     log.warning("database unavailable: %s", type(exc).__name__, exc_info=exc)
+    request.app.state.db.monitor.nudge()
     return problem(
         503,
         "The database is unavailable; retry shortly.",
@@ -122,16 +128,41 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):  # SQLAlchemy wraps the driver's error a few levels deep
+        if seen is None:
+            return False
+        if isinstance(seen, CONNECTION_ERRORS):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+async def _database_error(request: Request, exc: sa_exc.DBAPIError) -> Response:
+    # A generic DBAPIError is a lost connection (PgBouncer dropped it) or a bug.
+    if exc.connection_invalidated or _connection_lost(exc):
+        return await _database_unavailable(request, exc)
+    log.error("database error", exc_info=exc)
+    return problem(500, "An unexpected error occurred.", instance=request.url.path)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.db = Database(settings.db)
+    app.state.redis = RedisStore(settings.redis)
+    app.state.cache = Cache(app.state.redis, settings.cache)
+    app.state.rate_limiter = RateLimiter(app.state.redis, enabled=settings.ratelimit.enabled)
+    app.state.client_address = ClientAddressResolver(settings.ratelimit.trusted_proxies)
     app.state.token_verifier = TokenVerifier(settings.auth)
     app.state.migrations = SchemaVersion()
+    await app.state.db.start()
     try:
         yield
     finally:
         await app.state.token_verifier.aclose()
+        await app.state.redis.close()
         await app.state.db.dispose()
 
 
@@ -149,14 +180,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(AppError, _app_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(sa_exc.DBAPIError, _database_error)  # type: ignore[arg-type]
     for unavailable in (
         sa_exc.TimeoutError,
         sa_exc.OperationalError,
         sa_exc.InterfaceError,
-        asyncpg.PostgresConnectionError,
-        asyncpg.CannotConnectNowError,
+        *CONNECTION_ERRORS,
         ConnectionError,
-        TimeoutError,
     ):
         app.add_exception_handler(unavailable, _database_unavailable)
 
@@ -171,6 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(ResponseHeadersMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -27,6 +27,19 @@ class DatabaseSettings(BaseModel):
     # asyncpg's prepared statement cache. Must be 0 behind PgBouncer < 1.21 in
     # transaction mode; newer PgBouncer with max_prepared_statements handles it.
     statement_cache_size: int = Field(default=100, ge=0)
+    # Upper bound of one statement, so no request hangs on a database that stopped
+    # answering (PgBouncer queues queries while its server is gone).
+    command_timeout: float = Field(default=3.0, gt=0)
+    # The replica is skipped while it replays more than this many bytes of WAL behind
+    # the primary (see docs/data.md).
+    max_replica_lag_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+    # Health probes of the primary and the replica: every interval, each bounded by
+    # probe_timeout. They decide where reads go and make writes fail fast.
+    health_interval_seconds: float = Field(default=0.25, gt=0)
+    probe_timeout_seconds: float = Field(default=0.5, gt=0)
+    # A read on the replica taking longer is retried on the primary: a replica that
+    # just died costs a request this much, not a failure.
+    replica_read_timeout: float = Field(default=1.0, gt=0)
 
 
 class AuthSettings(BaseModel):
@@ -59,6 +72,46 @@ class AuthSettings(BaseModel):
     leeway_seconds: int = Field(default=10, ge=0, le=300)
 
 
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+    # Prefix of every key, so several deployments (or test runs) can share a server.
+    key_prefix: str = "taskhub:"
+    # Redis is not a source of truth: a slow or absent Redis must cost little.
+    socket_timeout: float = Field(default=0.25, gt=0)
+    connect_timeout: float = Field(default=0.25, gt=0)
+    # After a failure Redis is left alone this long before the next attempt.
+    retry_after_seconds: float = Field(default=1.0, gt=0)
+    max_connections: int = Field(default=50, ge=1)
+
+
+class CacheSettings(BaseModel):
+    enabled: bool = True
+    ttl_seconds: int = Field(default=300, ge=1)
+
+
+class Rate(BaseModel):
+    """A token bucket: ``requests`` per ``per_seconds``, bursts up to ``requests``."""
+
+    requests: int = Field(ge=1)
+    per_seconds: float = Field(default=60.0, gt=0)
+
+
+class RateLimitSettings(BaseModel):
+    enabled: bool = True
+    # Per principal, by its most privileged role. Generous: a person never meets them.
+    roles: dict[str, Rate] = Field(
+        default_factory=lambda: {
+            "admin": Rate(requests=3000),
+            "user": Rate(requests=1200),
+            "viewer": Rate(requests=1200),
+        }
+    )
+    # POST /auth/token per client IP and username (password guessing).
+    token: Rate = Rate(requests=10, per_seconds=60)
+    # Peers whose X-Forwarded-For is believed (the ingress), as CIDRs.
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+
 class PaginationSettings(BaseModel):
     # Signs cursors so a client cannot forge or alter them. Derived from the auth key
     # when unset.
@@ -83,6 +136,9 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     pagination: PaginationSettings = PaginationSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
+    redis: RedisSettings = RedisSettings()
+    cache: CacheSettings = CacheSettings()
+    ratelimit: RateLimitSettings = RateLimitSettings()
 
     bootstrap_admin_username: str = "admin"
     bootstrap_admin_email: str = "admin@taskhub.local"

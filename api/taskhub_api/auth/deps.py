@@ -9,9 +9,10 @@ from fastapi.security import OAuth2PasswordBearer
 
 from taskhub_api.auth.principal import Principal
 from taskhub_api.auth.verifier import TokenVerifier
-from taskhub_api.db import driver_connection
+from taskhub_api.db import raw_connection
 from taskhub_api.deps import DatabaseDep
 from taskhub_api.errors import Forbidden, Unauthorized
+from taskhub_api.ratelimit.deps import enforce, rate_for
 from taskhub_api.users.models import Role
 from taskhub_api.users.repository import fetch_principal_row, provision_external_user
 
@@ -25,13 +26,17 @@ async def get_principal(
         raise Unauthorized("A bearer token is required.")
     verifier: TokenVerifier = request.app.state.token_verifier
     claims = await verifier.verify(token)
+    # Throttled before any database work, by the roles the token claims.
+    settings = request.app.state.settings.ratelimit
+    await enforce(request, "api", str(claims.subject), rate_for(settings, claims.roles))
     # A short checkout of its own, released before the endpoint takes its connection,
     # so a request never holds two pooled connections at once.
-    async with db.primary.connect() as conn:
-        driver = await driver_connection(conn)
-        row = await fetch_principal_row(driver, claims.subject)
-        if claims.external and (row is None or sorted(row["roles"]) != list(claims.roles)):
-            row = await provision_external_user(driver, claims)
+    row = await db.principal_reader().run(lambda conn: fetch_principal_row(conn, claims.subject))
+    if claims.external and (row is None or sorted(row["roles"]) != list(claims.roles)):
+        # First sight of an OIDC user, or its roles changed upstream: a write.
+        db.ensure_writable()
+        async with raw_connection(db.primary) as conn:
+            row = await provision_external_user(conn, claims)
     if row is None or row["disabled"]:
         raise Unauthorized("The account is disabled or no longer exists.")
     return Principal(

@@ -8,6 +8,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from taskhub_api.auth.schemas import RefreshRequest, TokenPair
 from taskhub_api.auth.service import auth_service
 from taskhub_api.deps import SettingsDep, WriteSessionDep
+from taskhub_api.ratelimit.deps import LoginRateLimit
 from taskhub_api.users.schemas import UserCreate, UserRead
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -23,6 +24,7 @@ async def register(data: UserCreate, session: WriteSessionDep) -> UserRead:
 @router.post("/token", response_model=TokenPair)
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    _: LoginRateLimit,
     session: WriteSessionDep,
     settings: SettingsDep,
 ) -> TokenPair:

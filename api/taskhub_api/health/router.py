@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from taskhub_api.deps import DatabaseDep
 from taskhub_api.kit.responses import JSONBytes
+from taskhub_api.redisstore import RedisStore
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -17,10 +18,29 @@ async def live() -> JSONBytes:
     return JSONBytes({"status": "ok"})
 
 
+def _degraded(request: Request, db: DatabaseDep) -> dict[str, str]:
+    """Dependencies the API can do without: reported, never a reason to be unready."""
+    monitor = db.monitor
+    if monitor.replica is None:
+        replica = "not configured"
+    elif not monitor.replica.up:
+        replica = "unavailable: reads go to the primary"
+    elif not monitor.replica_usable(0):
+        replica = f"lagging {monitor.replica_lag()} bytes: reads go to the primary"
+    else:
+        replica = "ok"
+    store: RedisStore = request.app.state.redis
+    redis = "ok" if store.available else "unavailable: no cache, rate limits fail open"
+    return {"replica": replica, "redis": redis}
+
+
 @router.get("/ready")
 async def ready(request: Request, db: DatabaseDep) -> JSONBytes:
-    """The database answers and its schema is at the revision this code needs."""
-    checks = {"database": "ok", "schema": "ok"}
+    """The primary answers and its schema is at the revision this code needs."""
+    checks = {"database": "ok", "schema": "ok", **_degraded(request, db)}
+    if not db.monitor.primary.up:
+        checks["database"] = "unavailable: the primary does not answer its probe"
+        return JSONBytes({"status": "unavailable", "checks": checks}, status_code=503)
     try:
         async with asyncio.timeout(2), db.primary.connect() as conn:
             current: set[str] = set()

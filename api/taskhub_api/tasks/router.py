@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 
 from taskhub_api.auth.deps import AdminPrincipal, CurrentPrincipal, WriterPrincipal
-from taskhub_api.deps import DatabaseDep, SettingsDep, WriteSessionDep
+from taskhub_api.deps import CacheDep, ReadsDep, SettingsDep, WriteSessionDep
 from taskhub_api.kit.etag import etag, if_none_match_hit
 from taskhub_api.kit.responses import JSONBytes
 from taskhub_api.tasks.models import TaskPriority, TaskStatus
@@ -47,7 +47,8 @@ def _task_response(task: dict[str, object], status_code: int = 200) -> JSONBytes
 @router.get("", response_model=TaskPage)
 async def list_tasks(
     principal: CurrentPrincipal,
-    db: DatabaseDep,
+    reads: ReadsDep,
+    cache: CacheDep,
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
@@ -71,7 +72,8 @@ async def list_tasks(
         q=q,
     )
     page = await task_service.list(
-        db.replica,
+        reads,
+        cache,
         principal,
         settings.cursor_key,
         filters=filters,
@@ -79,7 +81,7 @@ async def list_tasks(
         after=cursor,
         limit=limit,
     )
-    return JSONBytes(page.to_json())
+    return JSONBytes(page)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskRead)
@@ -112,14 +114,15 @@ async def create_task(
 async def get_task(
     task_id: uuid.UUID,
     principal: CurrentPrincipal,
-    db: DatabaseDep,
+    reads: ReadsDep,
+    cache: CacheDep,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     """One task, with its ETag."""
-    task = await task_service.get(db.replica, principal, task_id)
-    if if_none_match_hit(if_none_match, int(task["version"])):
-        return Response(status_code=304, headers={"ETag": etag(int(task["version"]))})
-    return _task_response(task)
+    task = await task_service.get(reads, cache, principal, task_id)
+    if if_none_match_hit(if_none_match, task.version):
+        return Response(status_code=304, headers={"ETag": etag(task.version)})
+    return JSONBytes(task.body, headers={"ETag": etag(task.version)})
 
 
 @router.patch(

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from taskhub_api.auth.principal import Principal
-from taskhub_api.db import WriteSession, driver_connection
+from taskhub_api.cache import Cache
+from taskhub_api.db import Reads, WriteSession
 from taskhub_api.errors import (
     BadRequest,
     Conflict,
@@ -23,7 +23,7 @@ from taskhub_api.idempotency.repository import IdempotencyRepository
 from taskhub_api.kit import cursor
 from taskhub_api.kit.etag import check_if_match, etag
 from taskhub_api.kit.jsonenc import dumps
-from taskhub_api.tasks import repository
+from taskhub_api.tasks import cachekeys, repository
 from taskhub_api.tasks.models import TaskPriority
 from taskhub_api.tasks.policy import can_read, ensure_can_delete, ensure_can_edit
 from taskhub_api.tasks.repository import SORTS, TaskFilters, TaskRepository
@@ -42,15 +42,26 @@ class Created:
 
 
 @dataclass(frozen=True, slots=True)
-class Page:
-    items: list[dict[str, Any]]
-    limit: int
-    has_more: bool
-    next_cursor: str | None
+class TaskDocument:
+    """A task as served: its JSON and its version (for the ETag)."""
 
-    def to_json(self) -> bytes:
-        meta = {"limit": self.limit, "has_more": self.has_more, "next_cursor": self.next_cursor}
-        return dumps({"items": self.items, "meta": meta})
+    body: bytes
+    version: int
+
+    def encode(self) -> bytes:
+        return b"%d:" % self.version + self.body
+
+    @classmethod
+    def decode(cls, entry: bytes) -> TaskDocument:
+        version, _, body = entry.partition(b":")
+        return cls(body, int(version))
+
+
+def _page_json(
+    items: list[dict[str, Any]], limit: int, has_more: bool, next_cursor: str | None
+) -> bytes:
+    meta = {"limit": limit, "has_more": has_more, "next_cursor": next_cursor}
+    return dumps({"items": items, "meta": meta})
 
 
 def location(task_id: uuid.UUID) -> str:
@@ -91,7 +102,8 @@ def _parse_cursor_values(sort: str, values: list[Any]) -> list[Any]:
 class TaskService:
     async def list(
         self,
-        engine: AsyncEngine,
+        reads: Reads,
+        cache: Cache,
         principal: Principal,
         cursor_key: bytes,
         *,
@@ -99,7 +111,8 @@ class TaskService:
         sort: str,
         after: str | None,
         limit: int,
-    ) -> Page:
+    ) -> bytes:
+        """One page as JSON: from the cache, else from the replica or the primary."""
         bound_to = cursor.fingerprint(filters.canonical())
         position = None
         if after is not None:
@@ -109,6 +122,13 @@ class TaskService:
             except (ValueError, TypeError, AttributeError) as exc:
                 message = "The cursor is malformed."
                 raise BadRequest(message, errors=[field_error("cursor", "is malformed")]) from exc
+        scope = cachekeys.read_scope(principal)
+        key = cachekeys.list_key(
+            principal, {"f": filters.canonical(), "s": sort, "a": after, "l": limit}
+        )
+        found = await cache.lookup(scope, key, reads.client_lsn)
+        if found.value is not None:
+            return found.value
         sql, args = repository.build_list_query(
             visible_to=None if principal.reads_all else principal.id,
             filters=filters,
@@ -116,8 +136,8 @@ class TaskService:
             after=position,
             limit=limit + 1,
         )
-        async with engine.connect() as conn:
-            rows = await repository.fetch_page(await driver_connection(conn), sql, args)
+        target = reads.engine(found.floor)
+        rows = await target.run(lambda conn: repository.fetch_page(conn, sql, args))
         has_more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = (
@@ -125,16 +145,25 @@ class TaskService:
             if has_more
             else None
         )
-        return Page([dict(r) for r in rows], limit, has_more, next_cursor)
+        body = _page_json([dict(r) for r in rows], limit, has_more, next_cursor)
+        await cache.put(scope, key, target.asof, found.floor, body)
+        return body
 
     async def get(
-        self, engine: AsyncEngine, principal: Principal, task_id: uuid.UUID
-    ) -> dict[str, Any]:
-        async with engine.connect() as conn:
-            row = await repository.fetch_live(await driver_connection(conn), task_id)
+        self, reads: Reads, cache: Cache, principal: Principal, task_id: uuid.UUID
+    ) -> TaskDocument:
+        scope = cachekeys.read_scope(principal)
+        key = cachekeys.task_key(principal, task_id)
+        found = await cache.lookup(scope, key, reads.client_lsn)
+        if found.value is not None:
+            return TaskDocument.decode(found.value)
+        target = reads.engine(found.floor)
+        row = await target.run(lambda conn: repository.fetch_live(conn, task_id))
         if row is None or not can_read(principal, row):
             raise _not_found(task_id)
-        return dict(row)
+        document = TaskDocument(dumps(dict(row)), int(row["version"]))
+        await cache.put(scope, key, target.asof, found.floor, document.encode())
+        return document
 
     async def create(
         self,
@@ -167,6 +196,7 @@ class TaskService:
         if data.assignee_id is not None:
             await self._check_assignee(session, data.assignee_id)
         row = await TaskRepository(session).insert({**data.model_dump(), "owner_id": principal.id})
+        cachekeys.touched(session, (row["owner_id"], row["assignee_id"]))
         body = dumps(_public(row))
         headers = {"Location": location(row["id"]), "ETag": etag(row["version"])}
         if idempotency_key is not None:
@@ -193,7 +223,9 @@ class TaskService:
             return _public(row)
         if changes.get("assignee_id") is not None:
             await self._check_assignee(session, changes["assignee_id"])
-        return _public(await tasks.update(task_id, changes))
+        updated = await tasks.update(task_id, changes)
+        cachekeys.touched(session, (row["owner_id"], row["assignee_id"], updated["assignee_id"]))
+        return _public(updated)
 
     async def delete(
         self, session: WriteSession, principal: Principal, task_id: uuid.UUID, if_match: str | None
@@ -205,6 +237,7 @@ class TaskService:
         ensure_can_delete(principal, row)
         check_if_match(if_match, row["version"])
         await tasks.update(task_id, {"deleted_at": datetime.now(UTC)})
+        cachekeys.touched(session, (row["owner_id"], row["assignee_id"]))
 
     async def restore(self, session: WriteSession, task_id: uuid.UUID) -> dict[str, Any]:
         """Undo a soft delete (the caller is an admin)."""
@@ -214,7 +247,9 @@ class TaskService:
             if await tasks.exists(task_id):
                 raise Conflict(f"Task {task_id} is not deleted.")
             raise _not_found(task_id)
-        return _public(await tasks.update(task_id, {"deleted_at": None}))
+        restored = await tasks.update(task_id, {"deleted_at": None})
+        cachekeys.touched(session, (restored["owner_id"], restored["assignee_id"]))
+        return _public(restored)
 
     async def _check_assignee(self, session: WriteSession, user_id: uuid.UUID) -> None:
         if not await UserRepository(session).active_assignee_exists(user_id):

@@ -1,0 +1,148 @@
+"""Read-through cache of serialised responses, kept safe by WAL positions.
+
+Every entry starts with the LSN its data is known to include (``asof``, 16 hex
+digits). Every write moves the *watermark* of each scope it touches (the owner's, the
+assignees', "all") up to its commit LSN: one ``SET`` per scope, O(1), never a scan.
+A lookup reads the global floor, the scope's watermark and the entry in one Lua call
+(one round trip) and returns the entry only if its ``asof`` reaches the highest of
+those and of the client's own consistency token. So an entry written before a write
+can never be served after it, and a client never sees data older than its own last
+write. Redis being down only means misses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from prometheus_client import Counter
+
+from taskhub_api.kit.lsn import fixed_hex
+from taskhub_api.redisstore import RedisStore, RedisUnavailable
+from taskhub_api.settings import CacheSettings
+
+log = logging.getLogger("taskhub.cache")
+
+CACHE_REQUESTS = Counter(
+    "taskhub_cache_requests_total", "Cache lookups by result (hit, miss, bypass)", ["result"]
+)
+_HIT = CACHE_REQUESTS.labels("hit")
+_MISS = CACHE_REQUESTS.labels("miss")
+_BYPASS = CACHE_REQUESTS.labels("bypass")
+
+# KEYS: global floor, scope watermark, entry. ARGV: the client's minimum LSN.
+_LOOKUP = """
+local floor = ARGV[1]
+for i = 1, 2 do
+  local mark = redis.call('GET', KEYS[i])
+  if mark and mark > floor then floor = mark end
+end
+local entry = redis.call('GET', KEYS[3])
+if entry and string.sub(entry, 1, 16) >= floor then return {floor, entry} end
+return {floor}
+"""
+
+# Raise each key to ARGV[1] unless it is higher already (watermarks never go back).
+_RAISE = """
+for _, key in ipairs(KEYS) do
+  local mark = redis.call('GET', key)
+  if not mark or mark < ARGV[1] then redis.call('SET', key, ARGV[1]) end
+end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    floor: int  # the LSN a read for this scope must have reached
+    value: bytes | None
+
+
+class Cache:
+    def __init__(self, store: RedisStore, settings: CacheSettings) -> None:
+        self.store = store
+        self.enabled = settings.enabled
+        self.ttl = settings.ttl_seconds
+        self._floor_key = store.key("cache", "floor")
+        self._lookup = store.script(_LOOKUP)
+        self._raise = store.script(_RAISE)
+        # Highest commit LSN whose invalidation could not reach Redis; raised into the
+        # global floor as soon as Redis answers again. -1: a commit LSN is unknown,
+        # the next known one is used.
+        self._lost: int | None = None
+
+    def _scope_key(self, scope: str) -> str:
+        return self.store.key("cache", scope, "mark")
+
+    def _entry_key(self, scope: str, key: str) -> str:
+        return self.store.key("cache", scope, key)
+
+    async def lookup(self, scope: str, key: str, min_lsn: int) -> Lookup:
+        if not self.enabled:
+            return Lookup(min_lsn, None)
+        if self._lost is not None and self._lost < 0:
+            # A commit whose LSN is unknown was not invalidated: no hits until it is.
+            _BYPASS.inc()
+            return Lookup(min_lsn, None)
+        try:
+            await self._recover()
+            reply = await self.store.call(
+                lambda r: self._lookup(
+                    keys=[self._floor_key, self._scope_key(scope), self._entry_key(scope, key)],
+                    args=[fixed_hex(min_lsn)],
+                    client=r,
+                )
+            )
+        except RedisUnavailable:
+            _BYPASS.inc()
+            return Lookup(min_lsn, None)
+        floor = int(reply[0], 16)
+        if len(reply) > 1:
+            _HIT.inc()
+            return Lookup(floor, bytes(reply[1][16:]))
+        _MISS.inc()
+        return Lookup(floor, None)
+
+    async def put(self, scope: str, key: str, asof: int, floor: int, value: bytes) -> None:
+        """Store a value read at ``asof``; useless (so skipped) below the floor."""
+        if not self.enabled or asof < floor:
+            return
+        entry = fixed_hex(asof).encode() + value
+        with contextlib.suppress(RedisUnavailable):
+            await self.store.call(lambda r: r.set(self._entry_key(scope, key), entry, ex=self.ttl))
+
+    async def invalidate(self, scopes: Iterable[str], lsn: int | None) -> None:
+        """After a commit at ``lsn`` (None: unknown) touching ``scopes``."""
+        keys = [self._scope_key(scope) for scope in sorted(set(scopes))]
+        if not keys:
+            return
+        if lsn is None:
+            self._lose(-1)
+            return
+        try:
+            await self._recover(lsn)
+            await self.store.call(lambda r: self._raise(keys=keys, args=[fixed_hex(lsn)], client=r))
+        except RedisUnavailable:
+            self._lose(lsn)
+
+    def _lose(self, lsn: int) -> None:
+        if self._lost is None:
+            log.warning("cache invalidation deferred until Redis and the commit LSN are known")
+        self._lost = max(self._lost if self._lost is not None else -1, lsn)
+
+    async def _recover(self, known_lsn: int | None = None) -> None:
+        """Raise the global floor over invalidations that were lost."""
+        lost = self._lost
+        if lost is None:
+            return
+        if lost < 0:
+            if known_lsn is None:
+                return
+            lost = known_lsn
+        await self.store.call(
+            lambda r: self._raise(keys=[self._floor_key], args=[fixed_hex(lost)], client=r)
+        )
+        self._lost = None
+        log.warning("cache floor raised to %s after lost invalidations", fixed_hex(lost))

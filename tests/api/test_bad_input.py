@@ -135,7 +135,8 @@ class TestOperationalEndpoints:
         for path in ("/health/ready", "/health"):
             ready = await client.get(path)
             assert ready.status_code == 200
-            assert ready.json()["checks"] == {"database": "ok", "schema": "ok"}
+            checks = ready.json()["checks"]
+            assert (checks["database"], checks["schema"], checks["redis"]) == ("ok", "ok", "ok")
 
     async def test_request_id_is_echoed_or_generated(self, client: httpx.AsyncClient) -> None:
         given = await client.get("/health/live", headers={"X-Request-ID": "abc-123"})

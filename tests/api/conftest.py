@@ -71,9 +71,7 @@ def new_user(app: FastAPI, settings: Settings) -> NewUser:
     return create
 
 
-async def create_task(
-    client: httpx.AsyncClient, actor: Actor, **fields: Any
-) -> dict[str, Any]:
+async def create_task(client: httpx.AsyncClient, actor: Actor, **fields: Any) -> dict[str, Any]:
     body = {"title": "A task", **fields}
     response = await client.post("/api/v1/tasks", json=body, headers=actor.headers)
     assert response.status_code == 201, response.text

@@ -16,12 +16,16 @@ REFRESH = "/api/v1/auth/refresh"
 LOGOUT = "/api/v1/auth/logout"
 
 
-async def register(client: httpx.AsyncClient, username: str = "alice", **extra: str) -> httpx.Response:
+async def register(
+    client: httpx.AsyncClient, username: str = "alice", **extra: str
+) -> httpx.Response:
     body = {"username": username, "email": f"{username}@example.com", "password": PASSWORD}
     return await client.post(REGISTER, json={**body, **extra})
 
 
-async def login(client: httpx.AsyncClient, username: str, password: str = PASSWORD) -> httpx.Response:
+async def login(
+    client: httpx.AsyncClient, username: str, password: str = PASSWORD
+) -> httpx.Response:
     return await client.post(TOKEN, data={"username": username, "password": password})
 
 
@@ -99,7 +103,9 @@ class TestToken:
     ) -> None:
         admin = await new_user("admin")
         user = await new_user("user")
-        await client.patch(f"/api/v1/users/{user.id}", json={"disabled": True}, headers=admin.headers)
+        await client.patch(
+            f"/api/v1/users/{user.id}", json={"disabled": True}, headers=admin.headers
+        )
         assert (await login(client, user.username)).status_code == 401
 
 
@@ -136,7 +142,9 @@ class TestRefresh:
         await register(client)
         pair = (await login(client, "alice")).json()
         rotated = (await client.post(REFRESH, json={"refresh_token": pair["refresh_token"]})).json()
-        assert (await client.post(LOGOUT, json={"refresh_token": pair["refresh_token"]})).status_code == 204
+        assert (
+            await client.post(LOGOUT, json={"refresh_token": pair["refresh_token"]})
+        ).status_code == 204
         response = await client.post(REFRESH, json={"refresh_token": rotated["refresh_token"]})
         assert response.status_code == 401
 
@@ -169,11 +177,17 @@ class TestAccessTokenValidation:
         ids=["expired", "issuer", "audience", "type", "subject", "no-exp"],
     )
     async def test_rejects_invalid_claims(
-        self, client: httpx.AsyncClient, settings: Settings, new_user: NewUser, overrides: dict[str, object]
+        self,
+        client: httpx.AsyncClient,
+        settings: Settings,
+        new_user: NewUser,
+        overrides: dict[str, object],
     ) -> None:
         user = await new_user()
         token = self._token(settings, **{"sub": str(user.id), **overrides})
-        response = await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+        response = await client.get(
+            "/api/v1/users/me", headers={"Authorization": f"Bearer {token}"}
+        )
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == "Bearer"
 
@@ -181,12 +195,20 @@ class TestAccessTokenValidation:
         self, client: httpx.AsyncClient, settings: Settings, new_user: NewUser
     ) -> None:
         user = await new_user()
-        claims = {"sub": str(user.id), "iss": settings.auth.issuer, "aud": settings.auth.audience,
-                  "iat": int(time.time()), "exp": int(time.time()) + 60, "typ": "access"}
+        claims = {
+            "sub": str(user.id),
+            "iss": settings.auth.issuer,
+            "aud": settings.auth.audience,
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 60,
+            "typ": "access",
+        }
         forged = jwt.encode(claims, "another-secret-that-is-long-enough!", algorithm="HS256")
         unsigned = jwt.encode(claims, None, algorithm="none")
         for token in (forged, unsigned, "garbage", ""):
-            response = await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+            response = await client.get(
+                "/api/v1/users/me", headers={"Authorization": f"Bearer {token}"}
+            )
             assert response.status_code == 401, token
 
     async def test_disabled_users_tokens_stop_working(

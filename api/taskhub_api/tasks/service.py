@@ -19,6 +19,7 @@ from taskhub_api.errors import (
     UnprocessableContent,
     field_error,
 )
+from taskhub_api.events.repository import EventRepository
 from taskhub_api.idempotency.repository import IdempotencyRepository
 from taskhub_api.kit import cursor
 from taskhub_api.kit.etag import check_if_match, etag
@@ -63,6 +64,23 @@ def _not_found(task_id: uuid.UUID) -> NotFound:
 
 def _public(row: Mapping[str, Any]) -> dict[str, Any]:
     return {name: row[name] for name in repository.COLUMNS}
+
+
+async def _record(
+    session: WriteSession,
+    type: str,
+    task: dict[str, Any],
+    actor: uuid.UUID | None,
+    changed: list[str],
+) -> None:
+    """The domain event of a change, in the change's own transaction (outbox)."""
+    await EventRepository(session).record(
+        type=type,
+        aggregate_type="task",
+        aggregate_id=task["id"],
+        actor_id=actor,
+        payload={"task": task, "changed": sorted(changed)},
+    )
 
 
 def _cursor_values(sort: str, row: Mapping[str, Any]) -> list[Any]:
@@ -167,6 +185,10 @@ class TaskService:
         if data.assignee_id is not None:
             await self._check_assignee(session, data.assignee_id)
         row = await TaskRepository(session).insert({**data.model_dump(), "owner_id": principal.id})
+        fields = sorted(data.model_fields_set)
+        await _record(session, "task.created", _public(row), principal.id, fields)
+        if row["assignee_id"] is not None:
+            await _record(session, "task.assigned", _public(row), principal.id, ["assignee_id"])
         body = dumps(_public(row))
         headers = {"Location": location(row["id"]), "ETag": etag(row["version"])}
         if idempotency_key is not None:
@@ -193,7 +215,11 @@ class TaskService:
             return _public(row)
         if changes.get("assignee_id") is not None:
             await self._check_assignee(session, changes["assignee_id"])
-        return _public(await tasks.update(task_id, changes))
+        updated = _public(await tasks.update(task_id, changes))
+        await _record(session, "task.updated", updated, principal.id, list(changes))
+        if changes.get("assignee_id") is not None:
+            await _record(session, "task.assigned", updated, principal.id, ["assignee_id"])
+        return updated
 
     async def delete(
         self, session: WriteSession, principal: Principal, task_id: uuid.UUID, if_match: str | None
@@ -204,9 +230,12 @@ class TaskService:
             raise _not_found(task_id)
         ensure_can_delete(principal, row)
         check_if_match(if_match, row["version"])
-        await tasks.update(task_id, {"deleted_at": datetime.now(UTC)})
+        deleted = await tasks.update(task_id, {"deleted_at": datetime.now(UTC)})
+        await _record(session, "task.deleted", _public(deleted), principal.id, ["deleted_at"])
 
-    async def restore(self, session: WriteSession, task_id: uuid.UUID) -> dict[str, Any]:
+    async def restore(
+        self, session: WriteSession, task_id: uuid.UUID, actor: uuid.UUID | None = None
+    ) -> dict[str, Any]:
         """Undo a soft delete (the caller is an admin)."""
         tasks = TaskRepository(session)
         row = await tasks.get_for_update(task_id, deleted=True)
@@ -214,7 +243,9 @@ class TaskService:
             if await tasks.exists(task_id):
                 raise Conflict(f"Task {task_id} is not deleted.")
             raise _not_found(task_id)
-        return _public(await tasks.update(task_id, {"deleted_at": None}))
+        restored = _public(await tasks.update(task_id, {"deleted_at": None}))
+        await _record(session, "task.restored", restored, actor, ["deleted_at"])
+        return restored
 
     async def _check_assignee(self, session: WriteSession, user_id: uuid.UUID) -> None:
         if not await UserRepository(session).active_assignee_exists(user_id):

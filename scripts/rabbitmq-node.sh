@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's own RabbitMQ node, for tests that stop and restart the broker (the
+# The project's own RabbitMQ node: for tests that stop and restart the broker (the
 # machine's broker on 5672 is shared and never touched).
 #   scripts/rabbitmq-node.sh start|stop|ctl DIR PORT [rabbitmqctl args...]
 # DIR holds the node's data, logs and Erlang cookie; the node is named after PORT.
@@ -15,7 +15,7 @@ fi
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 export HOME=$dir  # the Erlang cookie lives here, apart from the machine's node
-export RABBITMQ_NODENAME=taskhub-test-$port@localhost
+export RABBITMQ_NODENAME=taskhub-$port@localhost
 export RABBITMQ_DIST_PORT=$((port + 20000))
 export RABBITMQ_MNESIA_BASE=$dir/mnesia RABBITMQ_LOG_BASE=$dir/log
 export RABBITMQ_PID_FILE=$dir/rabbitmq.pid

@@ -37,7 +37,6 @@ from taskhub_api.settings import (
     BrokerSettings,
     DatabaseSettings,
     Settings,
-    SmtpSettings,
     WebhookSettings,
 )
 from taskhub_api.users.repository import UserRepository
@@ -53,17 +52,17 @@ PASSWORD = "correct-horse-42"
 
 
 async def wait_for(
-    check: Callable[[], Awaitable[Any]], timeout: float, what: str, interval: float = 0.25
+    check: Callable[[], Awaitable[Any]], seconds: float, what: str, interval: float = 0.25
 ) -> Any:
     """Polls ``check`` until it returns something truthy; fails the test after
     ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + seconds
     while True:
         result = await check()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
         await asyncio.sleep(interval)
 
 
@@ -119,7 +118,7 @@ class Broker:
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     # Ports of the node and its Erlang distribution (port + 20000) must both be free.
     for _ in range(50):
-        port = random.randint(30000, 44000)  # noqa: S311
+        port = random.randint(30000, 44000)
         if all(_is_free(p) for p in (port, port + 20000)):
             break
     directory = ROOT / ".local" / f"test-rabbitmq-{port}"
@@ -148,7 +147,7 @@ class MailSink:
     def __init__(self) -> None:
         self.messages: list[Message] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(message_from_bytes(envelope.content))
         return "250 Message accepted for delivery"
 
@@ -199,7 +198,7 @@ def receiver() -> Iterator[Receiver]:
     state = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             request = Received(self.path, dict(self.headers.items()), body)
             state.requests.append(request)
@@ -211,7 +210,7 @@ def receiver() -> Iterator[Receiver]:
             self.end_headers()
             state.answered.append(request)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -262,7 +261,7 @@ def db(api: FastAPI) -> Database:
 async def clean_database(database_url: str) -> None:
     conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
     try:
-        await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")  # noqa: S608
+        await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
     finally:
         await conn.close()
 
@@ -351,7 +350,9 @@ class Stack:
         return self.spawn("relay", ready="relay started")
 
     def log_text(self) -> str:
-        return "\n".join(f"== {log.name}\n{log.read_text(errors='replace')}" for _, log in self.processes)
+        return "\n".join(
+            f"== {log.name}\n{log.read_text(errors='replace')}" for _, log in self.processes
+        )
 
     def stop_all(self) -> None:
         for process, _ in self.processes:
@@ -395,4 +396,6 @@ def stack(
 
 
 async def job_state(pg: asyncpg.Connection, key: str) -> asyncpg.Record | None:
-    return await pg.fetchrow("SELECT status, attempts, last_error FROM job_execution WHERE key = $1", key)
+    return await pg.fetchrow(
+        "SELECT status, attempts, last_error FROM job_execution WHERE key = $1", key
+    )

@@ -35,7 +35,9 @@ async def create_task(client: httpx.AsyncClient, owner: User, **fields: Any) -> 
 
 async def event_id(pg: asyncpg.Connection, aggregate_id: Any, type: str) -> uuid.UUID:
     value = await pg.fetchval(
-        "SELECT id FROM event WHERE aggregate_id = $1 AND type = $2", uuid.UUID(str(aggregate_id)), type
+        "SELECT id FROM event WHERE aggregate_id = $1 AND type = $2",
+        uuid.UUID(str(aggregate_id)),
+        type,
     )
     assert value is not None
     return uuid.UUID(str(value))

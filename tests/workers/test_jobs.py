@@ -51,16 +51,22 @@ class TestDeadLetters:
         assert len(receiver.at(path)) == 4, stack.log_text()
         assert len(_deliveries(receiver, path)) == 1  # one delivery id on every attempt
         assert [(d.id, d.attempts) for d in letters] == [(key, 4)]
-        assert letters[0].error == f"DeliveryFailed: delivery {key.split(':')[1]} to {receiver.url(path)}: HTTP 500"
+        assert (
+            letters[0].error
+            == f"DeliveryFailed: delivery {key.split(':')[1]} to {receiver.url(path)}: HTTP 500"
+        )
         state = await job_state(pg, key)
         assert state is not None and (state["status"], state["attempts"]) == ("dead", 4)
-        logged = await client.get(f"/api/v1/webhooks/{hook['id']}/deliveries", headers=owner.headers)
+        logged = await client.get(
+            f"/api/v1/webhooks/{hook['id']}/deliveries", headers=owner.headers
+        )
         (delivery,) = logged.json()["items"]
         assert [a["response_status"] for a in delivery["attempts"]] == [500] * 4
         assert [a["number"] for a in delivery["attempts"]] == [1, 2, 3, 4]
 
         receiver.status[path] = 200
-        replay = subprocess.run(
+        replay = await asyncio.to_thread(
+            subprocess.run,
             [TASKHUB, "dlq", "replay", "webhooks"],
             env=stack.env,
             capture_output=True,

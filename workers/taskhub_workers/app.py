@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 
 from taskhub_api.maintenance.jobs import (
     EXPIRE_IDEMPOTENCY_KEYS,
@@ -64,3 +64,22 @@ def enqueue(name: str, key: str, kwargs: dict[str, Any]) -> None:
     """Publishes a job (blocking until the broker confirms). The job key is the Celery
     task id, so duplicates are recognisable on the wire as in the ledger."""
     app.send_task(name, kwargs=kwargs, task_id=key)
+
+
+class _ShutdownTick(bootsteps.StartStopStep):
+    """Wakes the worker's event loop every second. A signal only sets a flag that the
+    loop reads when its poll returns; with no timer due, a warm shutdown (Ctrl-C,
+    SIGTERM) would otherwise wait for the next broker event."""
+
+    requires = ("celery.worker.components:Hub",)
+
+    def start(self, worker: Any) -> None:
+        if worker.hub is not None:
+            worker.hub.call_repeatedly(1.0, _tick)
+
+
+def _tick() -> None:
+    pass
+
+
+app.steps["worker"].add(_ShutdownTick)

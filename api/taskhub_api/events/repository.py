@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -134,12 +134,6 @@ class OutboxRepository:
             text("UPDATE outbox SET published_at = now() WHERE event_id = ANY(:ids)"),
             {"ids": list(event_ids)},
         )
-
-    async def trim_published(self, older_than: timedelta) -> int:
-        result = await self.session.execute(
-            text("DELETE FROM outbox WHERE published_at < now() - :age"), {"age": older_than}
-        )
-        return int(result.rowcount)  # type: ignore[attr-defined]
 
     async def oldest_pending(self) -> datetime | None:
         value = await self.session.execute(

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 _CLAIM = text(
     """
     INSERT INTO job_execution AS j (key, name, status, owner, lease_expires_at, attempts)
-    VALUES (:key, :name, 'running', :owner, now() + :lease, 1)
+    VALUES (:key, :name, 'running', :owner, now() + CAST(:lease AS interval), 1)
     ON CONFLICT (key) DO UPDATE
        SET status = 'running', owner = excluded.owner,
            lease_expires_at = excluded.lease_expires_at,
@@ -81,10 +81,3 @@ class JobRepository:
             ),
             {"key": key, "error": error[:4000]},
         )
-
-    async def trim_finished(self, older_than: timedelta) -> int:
-        result = await self.session.execute(
-            text("DELETE FROM job_execution WHERE status = 'done' AND updated_at < now() - :age"),
-            {"age": older_than},
-        )
-        return int(result.rowcount)  # type: ignore[attr-defined]

@@ -20,7 +20,8 @@ class MaintenanceRepository:
     async def purge_deleted_tasks(self, older_than: timedelta, limit: int) -> int:
         """Hard-deletes tasks soft-deleted more than ``older_than`` ago (a batch)."""
         return await self._delete(
-            "DELETE FROM task WHERE id IN (SELECT id FROM task WHERE deleted_at < now() - :age "
+            "DELETE FROM task WHERE id IN (SELECT id FROM task "
+            "WHERE deleted_at < now() - CAST(:age AS interval) "
             "ORDER BY deleted_at LIMIT :limit FOR UPDATE SKIP LOCKED)",
             older_than,
             limit,
@@ -31,11 +32,12 @@ class MaintenanceRepository:
 
     async def trim_published_outbox(self, older_than: timedelta) -> int:
         return await self._delete(
-            "DELETE FROM outbox WHERE published_at < now() - :age", older_than
+            "DELETE FROM outbox WHERE published_at < now() - CAST(:age AS interval)", older_than
         )
 
     async def trim_finished_jobs(self, older_than: timedelta) -> int:
         return await self._delete(
-            "DELETE FROM job_execution WHERE status = 'done' AND updated_at < now() - :age",
+            "DELETE FROM job_execution "
+            "WHERE status = 'done' AND updated_at < now() - CAST(:age AS interval)",
             older_than,
         )

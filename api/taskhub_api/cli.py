@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -150,6 +152,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _async_layer(args: argparse.Namespace) -> None:
+    if args.command == "worker" and args.metrics_port:
+        # Before anything imports prometheus_client: pool processes write their metrics
+        # here and the main process serves the sum.
+        metrics_dir = tempfile.mkdtemp(prefix="taskhub-metrics-")
+        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     from taskhub_api.observability import configure_logging
 
     settings = get_settings()

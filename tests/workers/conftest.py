@@ -341,9 +341,15 @@ class Stack:
             time.sleep(0.1)
         return process
 
-    def worker(self, queues: str = "notifications,webhooks,maintenance") -> subprocess.Popen[bytes]:
+    def worker(
+        self, queues: str = "notifications,webhooks,maintenance", metrics_port: int = 0
+    ) -> subprocess.Popen[bytes]:
         return self.spawn(
-            "worker", "--pool=solo", "--metrics-port=0", f"--queues={queues}", ready=" ready."
+            "worker",
+            "--pool=solo",
+            f"--metrics-port={metrics_port}",
+            f"--queues={queues}",
+            ready=" ready.",
         )
 
     def relay(self) -> subprocess.Popen[bytes]:

@@ -13,7 +13,7 @@ import httpx
 import orjson
 
 from taskhub_api.notifications.email import message_id
-from tests.workers.conftest import MailSink, Receiver, Stack, User, wait_for
+from tests.workers.conftest import MailSink, Receiver, Stack, User, free_port, wait_for
 from tests.workers.helpers import create_task, create_webhook
 
 NewUser = Callable[..., Awaitable[User]]
@@ -117,7 +117,8 @@ class TestMail:
         pg: asyncpg.Connection,
     ) -> None:
         sink, _ = smtp
-        stack.worker(queues="notifications")
+        metrics_port = free_port()
+        stack.worker(queues="notifications", metrics_port=metrics_port)
         stack.relay()
         registered = await client.post(
             "/api/v1/auth/register",
@@ -152,3 +153,9 @@ class TestMail:
         (notice,) = sink.to(assignee.email)
         assert notice["Subject"] == "Assigned to you: Review the plan"
         assert task["id"] in notice.get_payload()
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        assert (
+            'taskhub_jobs_total{job="notifications.welcome_email",outcome="succeeded"} 1.0'
+            in metrics
+        )

@@ -1,7 +1,7 @@
 """Prometheus metrics of the worker, served on ``/metrics`` (default port 9808).
 
 Pool processes write to ``PROMETHEUS_MULTIPROC_DIR`` (set by ``taskhub worker`` before
-anything imports prometheus_client); the main process serves the aggregate.
+anything imports prometheus_client); the main process serves their sum.
 """
 
 from __future__ import annotations

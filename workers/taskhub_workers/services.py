@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import signal
-import tempfile
 from pathlib import Path
 
 log = logging.getLogger("taskhub")
@@ -15,10 +14,6 @@ log = logging.getLogger("taskhub")
 def run_worker(
     queues: list[str], concurrency: int, pool: str, metrics_port: int, loglevel: str
 ) -> None:
-    if metrics_port:
-        # Before prometheus_client is imported anywhere: pool processes write here.
-        metrics_dir = Path(tempfile.mkdtemp(prefix="taskhub-worker-metrics-"))
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     from celery import signals
     from kombu import Connection
 

@@ -15,7 +15,7 @@ log = logging.getLogger("taskhub.worker")
 
 JOBS = Counter(
     "taskhub_jobs_total",
-    "Job executions by outcome (succeeded, retried, deferred, duplicate, dead_lettered)",
+    "Job executions by outcome (succeeded, retried, deferred, dead_lettered)",
     ["job", "outcome"],
 )
 JOB_DURATION = Histogram(

@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         "--queues", default="notifications,webhooks,maintenance", help="comma-separated"
     )
     worker.add_argument("--concurrency", type=int, default=2)
-    worker.add_argument("--pool", choices=("prefork", "solo", "threads"), default="prefork")
+    # Not "threads": a worker process has one event loop, which one thread at a time runs.
+    worker.add_argument("--pool", choices=("prefork", "solo"), default="prefork")
     worker.add_argument("--metrics-port", type=int, default=9808, help="0 disables /metrics")
     relay = commands.add_parser("relay", help="run the outbox relay and the event dispatcher")
     relay.add_argument("--without-dispatcher", action="store_true")

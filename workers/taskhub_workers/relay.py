@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from typing import Any
 
 import aio_pika
@@ -84,6 +85,8 @@ class Relay:
             await self.connect()
         async with self.db.read_sessions() as session:
             partitions = await OutboxRepository(session).pending_partitions()
+        # Relays starting together should not all queue for the same partition first.
+        random.shuffle(partitions)
         published = 0
         batch = self.settings.broker.relay_batch_size
         for partition in partitions:

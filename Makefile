@@ -9,7 +9,7 @@ UV_VERSION := 0.13.8
 DB_NAME ?= taskhub
 export TASKHUB_DB__URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/$(DB_NAME)
 
-.PHONY: help install services packages stack stack-down migrate admin dev lint format test bench clean
+.PHONY: help install services packages stack stack-down broker migrate admin dev lint format test bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -45,11 +45,15 @@ migrate: install services ## Apply database migrations
 admin: migrate ## Create the bootstrap admin (idempotent)
 	$(BIN)/taskhub bootstrap-admin --credentials-file .local/admin-credentials
 
-dev: install stack .local/secret-key ## Run the platform locally on http://127.0.0.1:8000 (Ctrl-C stops)
+broker: ## Make sure RabbitMQ runs on 127.0.0.1:5672 (starts the project's own node if needed)
+	scripts/ensure-rabbitmq.sh
+
+dev: install stack broker .local/secret-key ## Run API (http://127.0.0.1:8000), worker, relay, beat and a mail sink (Ctrl-C stops all)
 	eval "$$(scripts/devstack.sh env)" && $(BIN)/taskhub migrate && \
 	  $(BIN)/taskhub bootstrap-admin --credentials-file .local/admin-credentials && \
 	  TASKHUB_AUTH__SECRET_KEY=$$(cat .local/secret-key) TASKHUB_LOG_JSON=false \
-	  exec $(BIN)/taskhub api --host 127.0.0.1 --port 8000
+	  TASKHUB_WEBHOOKS__ALLOW_PRIVATE_NETWORKS=true \
+	  exec $(BIN)/honcho --procfile Procfile start
 
 lint: install ## ruff, mypy (strict) and the import layering contracts
 	$(BIN)/ruff check .

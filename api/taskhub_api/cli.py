@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from taskhub_api.settings import Settings, get_settings
@@ -118,8 +121,27 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
     admin = commands.add_parser("bootstrap-admin", help="create the bootstrap admin user")
     admin.add_argument("--credentials-file", type=Path, default=Path(".local/admin-credentials"))
-    for reserved in ("worker", "relay", "beat", "operator"):
-        commands.add_parser(reserved, help="not available in this release")
+    worker = commands.add_parser("worker", help="run a Celery worker (background jobs)")
+    worker.add_argument(
+        "--queues", default="notifications,webhooks,maintenance", help="comma-separated"
+    )
+    worker.add_argument("--concurrency", type=int, default=2)
+    # Not "threads": a worker process has one event loop, which one thread at a time runs.
+    worker.add_argument("--pool", choices=("prefork", "solo"), default="prefork")
+    worker.add_argument("--metrics-port", type=int, default=9808, help="0 disables /metrics")
+    relay = commands.add_parser("relay", help="run the outbox relay and the event dispatcher")
+    relay.add_argument("--without-dispatcher", action="store_true")
+    beat = commands.add_parser("beat", help="run Celery beat (maintenance schedule)")
+    beat.add_argument(
+        "--schedule-file",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "taskhub-celerybeat-schedule",
+    )
+    dlq = commands.add_parser("dlq", help="inspect, replay or purge dead letters")
+    dlq.add_argument("action", choices=("list", "replay", "purge"))
+    dlq.add_argument("queue", help="notifications, webhooks, maintenance or taskhub.dispatch")
+    dlq.add_argument("--limit", type=int, default=None)
+    commands.add_parser("operator", help="not available in this release")
     args = parser.parse_args(argv)
 
     if args.command == "api":
@@ -128,8 +150,59 @@ def main(argv: list[str] | None = None) -> None:
         migrate()
     elif args.command == "bootstrap-admin":
         asyncio.run(bootstrap_admin(get_settings(), args.credentials_file))
+    elif args.command in ("worker", "relay", "beat", "dlq"):
+        _async_layer(args)
     else:
         sys.exit(f"taskhub {args.command}: not available in this release")
+
+
+def _async_layer(args: argparse.Namespace) -> None:
+    if args.command == "worker" and args.metrics_port:
+        # Before anything imports prometheus_client: pool processes write their metrics
+        # here and the main process serves the sum.
+        metrics_dir = tempfile.mkdtemp(prefix="taskhub-metrics-")
+        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    from taskhub_api.observability import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    if args.command == "worker":
+        from taskhub_workers.services import run_worker
+
+        queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+        run_worker(queues, args.concurrency, args.pool, args.metrics_port, settings.log_level)
+    elif args.command == "relay":
+        from taskhub_workers.services import run_relay
+
+        run_relay(dispatch=not args.without_dispatcher)
+    elif args.command == "beat":
+        from taskhub_workers.services import run_beat
+
+        run_beat(args.schedule_file, settings.log_level)
+    else:
+        dead_letters(settings, args.action, args.queue, args.limit)
+
+
+def dead_letters(settings: Settings, action: str, queue: str, limit: int | None) -> None:
+    from taskhub_workers import dlq
+
+    url = settings.broker.url
+    try:
+        if action == "list":
+            letters = dlq.list_dead(url, queue, limit or 100)
+            for letter in letters:
+                print(
+                    f"{letter.id}  {letter.job}  attempts={letter.attempts}  "
+                    f"failed_at={letter.failed_at}  error={letter.error}  {letter.args}"
+                )
+            print(f"{len(letters)} dead letter(s) in {queue}.dlq")
+        elif action == "replay":
+            print(f"replayed {dlq.replay(url, queue, limit)} message(s) from {queue}.dlq")
+        else:
+            print(f"purged {dlq.purge(url, queue)} message(s) from {queue}.dlq")
+    except ValueError as exc:
+        sys.exit(str(exc))
 
 
 if __name__ == "__main__":

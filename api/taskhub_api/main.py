@@ -20,6 +20,7 @@ from taskhub_api.auth.verifier import TokenVerifier
 from taskhub_api.cache import Cache
 from taskhub_api.db import CONNECTION_ERRORS, Database
 from taskhub_api.errors import AppError
+from taskhub_api.events.router import router as events_router
 from taskhub_api.health.router import ready
 from taskhub_api.health.router import router as health_router
 from taskhub_api.kit.body_limit import BodyLimitMiddleware
@@ -33,6 +34,7 @@ from taskhub_api.schema import SchemaVersion
 from taskhub_api.settings import Settings, get_settings
 from taskhub_api.tasks.router import router as tasks_router
 from taskhub_api.users.router import router as users_router
+from taskhub_api.webhooks.router import router as webhooks_router
 
 log = logging.getLogger("taskhub")
 PROBLEM = "application/problem+json"
@@ -190,7 +192,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.add_exception_handler(unavailable, _database_unavailable)
 
-    for router in (auth_router, users_router, tasks_router):
+    for router in (auth_router, users_router, tasks_router, events_router, webhooks_router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(health_router)
     app.add_api_route(

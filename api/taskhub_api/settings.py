@@ -122,6 +122,46 @@ class IdempotencySettings(BaseModel):
     retention_hours: int = Field(default=24, ge=24)
 
 
+class BrokerSettings(BaseModel):
+    url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    # Job retries: attempt n waits about base * 2**(n-1) seconds (with full jitter,
+    # capped); after max_retries retries the message goes to the queue's DLQ.
+    max_retries: int = Field(default=3, ge=0, le=10)
+    retry_backoff_seconds: float = Field(default=2.0, ge=1.0)
+    retry_backoff_max_seconds: float = Field(default=300.0, ge=1.0)
+    # How long a worker's claim on a job holds; a job whose worker died is taken
+    # over after it. Longer than any job may run.
+    job_lease_seconds: float = Field(default=120.0, ge=1.0)
+    # Outbox relay: rows per transaction, and the poll interval when no NOTIFY came.
+    relay_batch_size: int = Field(default=200, ge=1, le=10_000)
+    relay_poll_seconds: float = Field(default=1.0, gt=0)
+
+
+class SmtpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1025, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    from_address: str = "TaskHub <taskhub@taskhub.local>"
+    starttls: bool = False
+    ssl: bool = False
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class WebhookSettings(BaseModel):
+    # Tests and local development deliver to loopback receivers; production must not
+    # reach internal addresses (SSRF).
+    allow_private_networks: bool = False
+    timeout: float = Field(default=10.0, gt=0, le=60)
+
+
+class MaintenanceSettings(BaseModel):
+    interval_seconds: float = Field(default=3600.0, ge=1.0)
+    deleted_task_retention_days: float = Field(default=30.0, ge=0)
+    published_outbox_retention_hours: float = Field(default=24.0, ge=0)
+    finished_job_retention_days: float = Field(default=7.0, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TASKHUB_", env_nested_delimiter="__", extra="ignore"
@@ -139,6 +179,10 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     cache: CacheSettings = CacheSettings()
     ratelimit: RateLimitSettings = RateLimitSettings()
+    broker: BrokerSettings = BrokerSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    maintenance: MaintenanceSettings = MaintenanceSettings()
 
     bootstrap_admin_username: str = "admin"
     bootstrap_admin_email: str = "admin@taskhub.local"

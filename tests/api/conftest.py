@@ -36,7 +36,10 @@ async def clean_database(app: FastAPI) -> None:
     db: Database = app.state.db
     async with db.primary.begin() as conn:
         await conn.execute(
-            text('TRUNCATE "user", task, refresh_token, idempotency_key RESTART IDENTITY CASCADE')
+            text(
+                'TRUNCATE "user", task, refresh_token, idempotency_key, event, outbox, '
+                "job_execution, webhook, webhook_delivery, webhook_attempt RESTART IDENTITY CASCADE"
+            )
         )
 
 

@@ -9,6 +9,7 @@ from taskhub_api.auth.schemas import TokenPair
 from taskhub_api.auth.tokens import hash_refresh_token, issue_access_token, new_refresh_token
 from taskhub_api.db import WriteSession
 from taskhub_api.errors import Conflict, Unauthorized, UnprocessableContent, field_error
+from taskhub_api.events.repository import EventRepository
 from taskhub_api.settings import AuthSettings
 from taskhub_api.users.models import Role, User
 from taskhub_api.users.repository import UserRepository
@@ -45,6 +46,13 @@ class AuthService:
                 "The email address is already registered.",
                 errors=[field_error("email", "is already registered")],
             )
+        await EventRepository(session).record(
+            type="user.registered",
+            aggregate_type="user",
+            aggregate_id=user.id,
+            actor_id=user.id,
+            payload={"user": {"id": user.id, "username": user.username, "email": user.email}},
+        )
         return user
 
     async def login(

@@ -188,6 +188,12 @@ class TaskRepository:
         row = (await self.session.execute(stmt)).mappings().one_or_none()
         return dict(row) if row is not None else None
 
+    async def get_any(self, task_id: uuid.UUID) -> dict[str, Any] | None:
+        """The task, live or soft-deleted (with ``deleted_at``), without locking it."""
+        stmt = select(*_RETURNING, Task.deleted_at).where(Task.id == task_id)
+        row = (await self.session.execute(stmt)).mappings().one_or_none()
+        return dict(row) if row is not None else None
+
     async def exists(self, task_id: uuid.UUID) -> bool:
         stmt = select(Task.id).where(Task.id == task_id)
         return (await self.session.execute(stmt)).first() is not None

@@ -163,7 +163,7 @@ async def delete_task(
 
 @router.post("/{task_id}/restore", response_model=TaskRead)
 async def restore_task(
-    task_id: uuid.UUID, _: AdminPrincipal, session: WriteSessionDep
+    task_id: uuid.UUID, admin: AdminPrincipal, session: WriteSessionDep
 ) -> JSONBytes:
     """Undo a soft delete (admin only)."""
-    return _task_response(await task_service.restore(session, task_id))
+    return _task_response(await task_service.restore(session, task_id, actor=admin.id))

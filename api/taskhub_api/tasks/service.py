@@ -19,6 +19,7 @@ from taskhub_api.errors import (
     UnprocessableContent,
     field_error,
 )
+from taskhub_api.events.repository import EventRepository
 from taskhub_api.idempotency.repository import IdempotencyRepository
 from taskhub_api.kit import cursor
 from taskhub_api.kit.etag import check_if_match, etag
@@ -74,6 +75,23 @@ def _not_found(task_id: uuid.UUID) -> NotFound:
 
 def _public(row: Mapping[str, Any]) -> dict[str, Any]:
     return {name: row[name] for name in repository.COLUMNS}
+
+
+async def _record(
+    session: WriteSession,
+    type: str,
+    task: dict[str, Any],
+    actor: uuid.UUID | None,
+    changed: list[str],
+) -> None:
+    """The domain event of a change, in the change's own transaction (outbox)."""
+    await EventRepository(session).record(
+        type=type,
+        aggregate_type="task",
+        aggregate_id=task["id"],
+        actor_id=actor,
+        payload={"task": task, "changed": sorted(changed)},
+    )
 
 
 def _cursor_values(sort: str, row: Mapping[str, Any]) -> list[Any]:
@@ -197,6 +215,10 @@ class TaskService:
             await self._check_assignee(session, data.assignee_id)
         row = await TaskRepository(session).insert({**data.model_dump(), "owner_id": principal.id})
         cachekeys.touched(session, (row["owner_id"], row["assignee_id"]))
+        fields = sorted(data.model_fields_set)
+        await _record(session, "task.created", _public(row), principal.id, fields)
+        if row["assignee_id"] is not None:
+            await _record(session, "task.assigned", _public(row), principal.id, ["assignee_id"])
         body = dumps(_public(row))
         headers = {"Location": location(row["id"]), "ETag": etag(row["version"])}
         if idempotency_key is not None:
@@ -225,7 +247,11 @@ class TaskService:
             await self._check_assignee(session, changes["assignee_id"])
         updated = await tasks.update(task_id, changes)
         cachekeys.touched(session, (row["owner_id"], row["assignee_id"], updated["assignee_id"]))
-        return _public(updated)
+        task = _public(updated)
+        await _record(session, "task.updated", task, principal.id, list(changes))
+        if changes.get("assignee_id") is not None:
+            await _record(session, "task.assigned", task, principal.id, ["assignee_id"])
+        return task
 
     async def delete(
         self, session: WriteSession, principal: Principal, task_id: uuid.UUID, if_match: str | None
@@ -236,10 +262,13 @@ class TaskService:
             raise _not_found(task_id)
         ensure_can_delete(principal, row)
         check_if_match(if_match, row["version"])
-        await tasks.update(task_id, {"deleted_at": datetime.now(UTC)})
+        deleted = await tasks.update(task_id, {"deleted_at": datetime.now(UTC)})
         cachekeys.touched(session, (row["owner_id"], row["assignee_id"]))
+        await _record(session, "task.deleted", _public(deleted), principal.id, ["deleted_at"])
 
-    async def restore(self, session: WriteSession, task_id: uuid.UUID) -> dict[str, Any]:
+    async def restore(
+        self, session: WriteSession, task_id: uuid.UUID, actor: uuid.UUID | None = None
+    ) -> dict[str, Any]:
         """Undo a soft delete (the caller is an admin)."""
         tasks = TaskRepository(session)
         row = await tasks.get_for_update(task_id, deleted=True)
@@ -249,7 +278,9 @@ class TaskService:
             raise _not_found(task_id)
         restored = await tasks.update(task_id, {"deleted_at": None})
         cachekeys.touched(session, (restored["owner_id"], restored["assignee_id"]))
-        return _public(restored)
+        task = _public(restored)
+        await _record(session, "task.restored", task, actor, ["deleted_at"])
+        return task
 
     async def _check_assignee(self, session: WriteSession, user_id: uuid.UUID) -> None:
         if not await UserRepository(session).active_assignee_exists(user_id):

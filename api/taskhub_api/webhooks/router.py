@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from taskhub_api.auth.deps import CurrentPrincipal, WriterPrincipal
+from taskhub_api.deps import ReadSessionDep, SettingsDep, WriteSessionDep
+from taskhub_api.webhooks.schemas import (
+    DeliveryPage,
+    DeliveryRead,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookPage,
+    WebhookRead,
+)
+from taskhub_api.webhooks.service import webhook_service
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+Limit = Annotated[int, Query(ge=1, le=100)]
+Cursor = Annotated[str | None, Query(max_length=1024)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=WebhookCreated)
+async def create_webhook(
+    data: WebhookCreate, principal: WriterPrincipal, session: WriteSessionDep, settings: SettingsDep
+) -> WebhookCreated:
+    """Subscribe a URL to events. The signing secret is in this response only."""
+    hook = await webhook_service.create(
+        session, principal, data, settings.webhooks.allow_private_networks
+    )
+    return WebhookCreated.model_validate(hook)
+
+
+@router.get("", response_model=WebhookPage)
+async def list_webhooks(
+    principal: CurrentPrincipal,
+    session: ReadSessionDep,
+    settings: SettingsDep,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> WebhookPage:
+    """The caller's webhooks (an admin's: everyone's), oldest first."""
+    rows, meta = await webhook_service.list_webhooks(
+        session, principal, settings.cursor_key, cursor, limit
+    )
+    return WebhookPage(items=[WebhookRead.model_validate(r) for r in rows], meta=meta)
+
+
+@router.get("/{webhook_id}", response_model=WebhookRead)
+async def get_webhook(
+    webhook_id: uuid.UUID, principal: CurrentPrincipal, session: ReadSessionDep
+) -> WebhookRead:
+    """One webhook (without its secret)."""
+    return WebhookRead.model_validate(await webhook_service.get(session, principal, webhook_id))
+
+
+@router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_webhook(
+    webhook_id: uuid.UUID, principal: WriterPrincipal, session: WriteSessionDep
+) -> Response:
+    """Remove a webhook; nothing more is delivered to it."""
+    await webhook_service.delete(session, principal, webhook_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{webhook_id}/deliveries", response_model=DeliveryPage)
+async def list_deliveries(
+    webhook_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    session: ReadSessionDep,
+    settings: SettingsDep,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> DeliveryPage:
+    """Deliveries to the webhook, newest first, each with every attempt."""
+    rows, meta = await webhook_service.deliveries(
+        session, principal, webhook_id, settings.cursor_key, cursor, limit
+    )
+    return DeliveryPage(items=[DeliveryRead.model_validate(r) for r in rows], meta=meta)
+
+
+@router.post(
+    "/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DeliveryRead,
+)
+async def redeliver(
+    webhook_id: uuid.UUID,
+    delivery_id: uuid.UUID,
+    principal: WriterPrincipal,
+    session: WriteSessionDep,
+) -> DeliveryRead:
+    """Send the delivery's event again, as a new delivery."""
+    delivery = await webhook_service.redeliver(session, principal, webhook_id, delivery_id)
+    return DeliveryRead.model_validate(delivery)

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from taskhub_api.auth.principal import Principal
+from taskhub_api.db import ReadSession, WriteSession
+from taskhub_api.errors import BadRequest, NotFound, UnprocessableContent, field_error
+from taskhub_api.events.repository import EventRepository
+from taskhub_api.kit import cursor
+from taskhub_api.kit.schemas import PageMeta
+from taskhub_api.webhooks.repository import WebhookRepository
+from taskhub_api.webhooks.schemas import WebhookCreate
+from taskhub_api.webhooks.signing import new_secret
+from taskhub_api.webhooks.urlguard import UnsafeUrl, check_url
+
+REDELIVERY_REQUESTED = "webhook.redelivery_requested"
+
+
+def _position(
+    cursor_key: bytes, after: str, sort: str, bound_to: str
+) -> tuple[datetime, uuid.UUID]:
+    values = cursor.decode(cursor_key, after, sort, bound_to)
+    try:
+        return datetime.fromisoformat(values[0]), uuid.UUID(values[1])
+    except (ValueError, TypeError, IndexError) as exc:
+        raise BadRequest(
+            "The cursor is malformed.", errors=[field_error("cursor", "is malformed")]
+        ) from exc
+
+
+def _next(
+    cursor_key: bytes, sort: str, bound_to: str, rows: list[dict[str, Any]], limit: int
+) -> PageMeta:
+    has_more = len(rows) > limit
+    del rows[limit:]
+    next_cursor = (
+        cursor.encode(
+            cursor_key, sort, bound_to, [rows[-1]["created_at"].isoformat(), str(rows[-1]["id"])]
+        )
+        if has_more
+        else None
+    )
+    return PageMeta(limit=limit, has_more=has_more, next_cursor=next_cursor)
+
+
+class WebhookService:
+    async def create(
+        self, session: WriteSession, principal: Principal, data: WebhookCreate, allow_private: bool
+    ) -> dict[str, Any]:
+        url = str(data.url)
+        try:
+            await check_url(url, allow_private=allow_private)
+        except UnsafeUrl as exc:
+            raise UnprocessableContent(
+                f"The webhook URL {exc}.", errors=[field_error("url", str(exc))]
+            ) from exc
+        secret = data.secret or new_secret()
+        hook = await WebhookRepository(session).create(
+            owner_id=principal.id, url=url, events=list(data.events), secret=secret
+        )
+        return {**hook, "secret": secret}
+
+    async def list_webhooks(
+        self,
+        session: ReadSession,
+        principal: Principal,
+        cursor_key: bytes,
+        after: str | None,
+        limit: int,
+    ) -> tuple[list[dict[str, Any]], PageMeta]:
+        """Admins see every webhook, others their own."""
+        owner = None if principal.is_admin else principal.id
+        bound_to = cursor.fingerprint({"owner": str(owner)})
+        position = _position(cursor_key, after, "webhooks", bound_to) if after else None
+        rows = await WebhookRepository(session).list_page(owner, position, limit + 1)
+        return rows, _next(cursor_key, "webhooks", bound_to, rows, limit)
+
+    async def get(
+        self, session: ReadSession | WriteSession, principal: Principal, webhook_id: uuid.UUID
+    ) -> dict[str, Any]:
+        hook = await WebhookRepository(session).get(webhook_id)
+        if hook is None or not (principal.is_admin or hook["owner_id"] == principal.id):
+            raise NotFound(f"Webhook {webhook_id} does not exist.")
+        return hook
+
+    async def delete(
+        self, session: WriteSession, principal: Principal, webhook_id: uuid.UUID
+    ) -> None:
+        await self.get(session, principal, webhook_id)
+        await WebhookRepository(session).delete(webhook_id)
+
+    async def deliveries(
+        self,
+        session: ReadSession,
+        principal: Principal,
+        webhook_id: uuid.UUID,
+        cursor_key: bytes,
+        after: str | None,
+        limit: int,
+    ) -> tuple[list[dict[str, Any]], PageMeta]:
+        await self.get(session, principal, webhook_id)
+        bound_to = cursor.fingerprint({"webhook": str(webhook_id)})
+        position = _position(cursor_key, after, "-deliveries", bound_to) if after else None
+        rows = await WebhookRepository(session).list_deliveries(webhook_id, position, limit + 1)
+        return rows, _next(cursor_key, "-deliveries", bound_to, rows, limit)
+
+    async def redeliver(
+        self,
+        session: WriteSession,
+        principal: Principal,
+        webhook_id: uuid.UUID,
+        delivery_id: uuid.UUID,
+    ) -> dict[str, Any]:
+        """A new delivery of the same event, queued through the outbox: it is sent
+        once this transaction commits, with its own X-TaskHub-Delivery id."""
+        await self.get(session, principal, webhook_id)
+        hooks = WebhookRepository(session)
+        original = await hooks.get_delivery(delivery_id)
+        if original is None or original["webhook_id"] != webhook_id:
+            raise NotFound(f"Delivery {delivery_id} does not exist.")
+        new_id = uuid.uuid4()
+        await hooks.ensure_delivery(
+            new_id, webhook_id, original["event_id"], original["event_type"], delivery_id
+        )
+        await EventRepository(session).record(
+            type=REDELIVERY_REQUESTED,
+            aggregate_type="webhook_delivery",
+            aggregate_id=new_id,
+            actor_id=principal.id,
+            payload={
+                "delivery_id": new_id,
+                "webhook_id": webhook_id,
+                "event_id": original["event_id"],
+                "redelivery_of": delivery_id,
+            },
+        )
+        delivery = await hooks.get_delivery(new_id)
+        assert delivery is not None  # noqa: S101 - inserted above in this transaction
+        return {**delivery, "attempts": []}
+
+
+webhook_service = WebhookService()

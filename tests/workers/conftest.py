@@ -1,0 +1,407 @@
+"""Harness of the async-layer tests: the project's own RabbitMQ node (started here,
+stopped at the end, so tests may restart it), a vhost per test, a real SMTP server
+(aiosmtpd), a real HTTP receiver, and real worker and relay processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from taskhub_api.auth.passwords import hash_password
+from taskhub_api.auth.tokens import issue_access_token
+from taskhub_api.db import Database
+from taskhub_api.main import create_app
+from taskhub_api.settings import (
+    BrokerSettings,
+    DatabaseSettings,
+    Settings,
+    WebhookSettings,
+)
+from taskhub_api.users.repository import UserRepository
+from tests.conftest import ROOT
+
+TASKHUB = str(ROOT / ".venv" / "bin" / "taskhub")
+NODE_SCRIPT = str(ROOT / "scripts" / "rabbitmq-node.sh")
+TABLES = (
+    '"user", task, refresh_token, idempotency_key, event, outbox, job_execution, '
+    "webhook, webhook_delivery, webhook_attempt"
+)
+PASSWORD = "correct-horse-42"
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[Any]], seconds: float, what: str, interval: float = 0.25
+) -> Any:
+    """Polls ``check`` until it returns something truthy; fails the test after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# RabbitMQ
+
+
+@dataclass
+class Broker:
+    port: int
+    directory: Path
+
+    def ctl(self, *args: str, timeout: float = 60) -> str:
+        result = subprocess.run(
+            [NODE_SCRIPT, "ctl", str(self.directory), str(self.port), "-q", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        )
+        return result.stdout
+
+    def start(self) -> None:
+        subprocess.run(
+            [NODE_SCRIPT, "start", str(self.directory), str(self.port)], check=True, timeout=120
+        )
+
+    def stop(self) -> None:
+        subprocess.run(
+            [NODE_SCRIPT, "stop", str(self.directory), str(self.port)], check=True, timeout=120
+        )
+
+    def new_vhost(self) -> str:
+        name = f"t-{uuid.uuid4().hex[:8]}"
+        self.ctl("add_vhost", name)
+        self.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/{name}"
+
+    def depths(self, url: str) -> dict[str, int]:
+        """Messages per queue (ready + unacknowledged) in the URL's vhost."""
+        vhost = url.rsplit("/", 1)[1]
+        out = self.ctl("list_queues", "-p", vhost, "name", "messages", "--no-table-headers")
+        pairs = (line.split() for line in out.splitlines() if line.strip())
+        return {p[0]: int(p[1]) for p in pairs if len(p) == 2}
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    # Ports of the node and its Erlang distribution (port + 20000) must both be free.
+    for _ in range(50):
+        port = random.randint(30000, 44000)
+        if all(_is_free(p) for p in (port, port + 20000)):
+            break
+    directory = ROOT / ".local" / f"test-rabbitmq-{port}"
+    node = Broker(port, directory)
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+# SMTP and HTTP receivers
+
+
+class MailSink:
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[Message]:
+        return [m for m in self.messages if m["To"] == address]
+
+
+@pytest.fixture(scope="session")
+def smtp() -> Iterator[tuple[MailSink, int]]:
+    sink = MailSink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield sink, port
+    finally:
+        controller.stop()
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server. Each path answers with ``status[path]`` (default 200) after
+    ``delay[path]`` seconds, or once ``gate[path]`` opens."""
+
+    port: int = 0
+    requests: list[Received] = field(default_factory=list)
+    status: dict[str, int] = field(default_factory=dict)
+    delay: dict[str, float] = field(default_factory=dict)
+    gate: dict[str, threading.Event] = field(default_factory=dict)
+    answered: list[Received] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def at(self, path: str) -> list[Received]:
+        return [r for r in self.requests if r.path == path]
+
+
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            request = Received(self.path, dict(self.headers.items()), body)
+            state.requests.append(request)
+            if self.path in state.gate:
+                state.gate[self.path].wait(30)
+            time.sleep(state.delay.get(self.path, 0))
+            self.send_response(state.status.get(self.path, 200))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            state.answered.append(request)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+
+
+# The API in-process (loopback webhooks allowed) and the database
+
+
+@pytest.fixture(scope="session")
+def permissive_settings(database_url: str) -> Settings:
+    return Settings(
+        db=DatabaseSettings(url=database_url),
+        webhooks=WebhookSettings(allow_private_networks=True),
+        log_json=False,
+        log_level="WARNING",
+    )
+
+
+@pytest.fixture(scope="session")
+async def api(permissive_settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(permissive_settings)
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture
+async def client(api: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+def db(api: FastAPI) -> Database:
+    database: Database = api.state.db
+    return database
+
+
+@pytest.fixture(autouse=True)
+async def clean_database(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pg(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@dataclass
+class User:
+    id: uuid.UUID
+    username: str
+    email: str
+    headers: dict[str, str]
+
+
+@pytest.fixture
+def new_user(api: FastAPI, permissive_settings: Settings) -> Callable[..., Awaitable[User]]:
+    async def create(*roles: str) -> User:
+        roles_list = list(roles) or ["user"]
+        name = f"{roles_list[0]}-{uuid.uuid4().hex[:8]}"
+        db: Database = api.state.db
+        async with db.transaction() as session:
+            user = await UserRepository(session).create(
+                username=name,
+                email=f"{name}@example.com",
+                password_hash=await hash_password(PASSWORD),
+                roles=roles_list,
+            )
+        assert user is not None
+        token = issue_access_token(permissive_settings.auth, user.id, name, roles_list)
+        return User(user.id, name, user.email, {"Authorization": f"Bearer {token}"})
+
+    return create
+
+
+# Worker and relay processes
+
+
+@dataclass
+class Stack:
+    """Settings and processes of one test, all on the test's own vhost."""
+
+    broker_url: str
+    env: dict[str, str]
+    logs: Path
+    processes: list[tuple[subprocess.Popen[bytes], Path]] = field(default_factory=list)
+
+    def settings(self, database_url: str) -> Settings:
+        return Settings(
+            db=DatabaseSettings(url=database_url),
+            broker=BrokerSettings(url=self.broker_url, retry_backoff_seconds=1),
+            log_json=False,
+        )
+
+    def spawn(self, *args: str, ready: str) -> subprocess.Popen[bytes]:
+        log = self.logs / f"{args[0]}-{len(self.processes)}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [TASKHUB, *args],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=ROOT,
+            )
+        self.processes.append((process, log))
+        deadline = time.monotonic() + 60
+        while ready not in log.read_text(errors="replace"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{args} did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        return process
+
+    def worker(
+        self, queues: str = "notifications,webhooks,maintenance", metrics_port: int = 0
+    ) -> subprocess.Popen[bytes]:
+        return self.spawn(
+            "worker",
+            "--pool=solo",
+            f"--metrics-port={metrics_port}",
+            f"--queues={queues}",
+            ready=" ready.",
+        )
+
+    def relay(self) -> subprocess.Popen[bytes]:
+        return self.spawn("relay", ready="relay started")
+
+    def log_text(self) -> str:
+        return "\n".join(
+            f"== {log.name}\n{log.read_text(errors='replace')}" for _, log in self.processes
+        )
+
+    def stop_all(self) -> None:
+        for process, _ in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process, _ in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
+
+
+@pytest.fixture
+def stack(
+    broker: Broker,
+    database_url: str,
+    smtp: tuple[MailSink, int],
+    tmp_path: Path,
+) -> Iterator[Stack]:
+    url = broker.new_vhost()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TASKHUB_")},
+        "TASKHUB_DB__URL": database_url,
+        "TASKHUB_BROKER__URL": url,
+        "TASKHUB_BROKER__RETRY_BACKOFF_SECONDS": "1",
+        "TASKHUB_BROKER__JOB_LEASE_SECONDS": "6",
+        "TASKHUB_BROKER__RELAY_POLL_SECONDS": "0.5",
+        "TASKHUB_SMTP__HOST": "127.0.0.1",
+        "TASKHUB_SMTP__PORT": str(smtp[1]),
+        "TASKHUB_WEBHOOKS__ALLOW_PRIVATE_NETWORKS": "true",
+        "TASKHUB_WEBHOOKS__TIMEOUT": "5",
+        "TASKHUB_LOG_JSON": "false",
+        "TASKHUB_LOG_LEVEL": "INFO",
+    }
+    running = Stack(url, env, tmp_path)
+    try:
+        yield running
+    finally:
+        running.stop_all()
+
+
+async def job_state(pg: asyncpg.Connection, key: str) -> asyncpg.Record | None:
+    return await pg.fetchrow(
+        "SELECT status, attempts, last_error FROM job_execution WHERE key = $1", key
+    )

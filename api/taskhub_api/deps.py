@@ -16,17 +16,17 @@ from taskhub_api.settings import Settings
 CONSISTENCY_TOKEN = "Consistency-Token"  # noqa: S105 - a header name
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def get_cache(request: Request) -> Cache:
+async def get_cache(request: Request) -> Cache:
     cache: Cache = request.app.state.cache
     return cache
 
@@ -45,7 +45,7 @@ TokenHeader = Annotated[
 ]
 
 
-def get_reads(db: DatabaseDep, token: TokenHeader = None) -> Reads:
+async def get_reads(db: DatabaseDep, token: TokenHeader = None) -> Reads:
     return Reads(db, lsn.parse_token(token))
 
 

@@ -177,6 +177,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Task management for Kubernetes teams.",
         lifespan=lifespan,
         default_response_class=JSONBytes,
+        # FastAPI's OpenTelemetry hooks look up the global providers on every request;
+        # metrics come from Prometheus here.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.add_exception_handler(AppError, _app_error)  # type: ignore[arg-type]

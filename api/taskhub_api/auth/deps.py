@@ -49,13 +49,13 @@ async def get_principal(
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-def require_writer(principal: CurrentPrincipal) -> Principal:
+async def require_writer(principal: CurrentPrincipal) -> Principal:
     if not principal.can_write:
         raise Forbidden("Your role allows reading only.")
     return principal
 
 
-def require_admin(principal: CurrentPrincipal) -> Principal:
+async def require_admin(principal: CurrentPrincipal) -> Principal:
     if not principal.is_admin:
         raise Forbidden("This action requires the admin role.")
     return principal

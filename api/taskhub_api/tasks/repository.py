@@ -107,9 +107,7 @@ def build_list_query(
     or is assigned; ``after`` is the last row's sort key (sort columns, then id)."""
     p = _Params()
     where = ["deleted_at IS NULL"]
-    if visible_to is not None:
-        me = p(visible_to)
-        where.append(f"(owner_id = {me} OR assignee_id = {me})")
+    me = p(visible_to) if visible_to is not None else None
     if filters.statuses:
         where.append(f"status = ANY({p(list(filters.statuses), 'task_status[]')})")
     if filters.priorities:
@@ -128,12 +126,25 @@ def build_list_query(
     if after is not None:
         where.append(_keyset(p, sort, after, op))
     nulls = " NULLS LAST" if sort.nullable else ""
-    order = ", ".join(f"{c} {direction}{nulls}" for c in sort.columns)
+    order = ", ".join(f"{c} {direction}{nulls}" for c in sort.columns) + f", id {direction}"
+    limit_ref = p(limit)
     # Only fixed identifiers are interpolated; every value is a bind parameter.
-    sql = (
-        f"SELECT {_SELECT} FROM task WHERE {' AND '.join(where)} "  # noqa: S608
-        f"ORDER BY {order}, id {direction} LIMIT {p(limit)}"
+    if me is None:
+        sql = (
+            f"SELECT {_SELECT} FROM task WHERE {' AND '.join(where)} "  # noqa: S608
+            f"ORDER BY {order} LIMIT {limit_ref}"
+        )
+        return sql, p.values
+    # "owner OR assignee" as two branches, each walking its own (user, sort key)
+    # index in order, instead of one walk of the global index that filters out
+    # almost every row of other users.
+    rest = " AND ".join(where)
+    branches = (f"owner_id = {me}", f"assignee_id = {me} AND owner_id <> {me}")
+    union = " UNION ALL ".join(
+        f"(SELECT {_SELECT} FROM task WHERE {b} AND {rest} ORDER BY {order} LIMIT {limit_ref})"  # noqa: S608
+        for b in branches
     )
+    sql = f"SELECT {_SELECT} FROM ({union}) AS visible ORDER BY {order} LIMIT {limit_ref}"  # noqa: S608
     return sql, p.values
 
 

@@ -1,0 +1,438 @@
+"""The reference the API is measured against: the same work per request, no framework.
+
+A bare ASGI callable on an asyncpg pool. Per request it does what the real endpoints
+do, with TaskHub's own code wherever that code is not the framework:
+
+- the bearer token is checked by ``TokenVerifier`` (pyjwt, same claims), then the
+  user row is read with ``fetch_principal_row`` on a connection of its own, released
+  before the endpoint takes its connection (as ``get_principal`` does);
+- list runs ``build_list_query`` and ``fetch_page``, get runs ``fetch_live``; create runs
+  the statements the API's write session sends, compiled once from the same SQLAlchemy
+  statements, in one transaction: BEGIN, [assignee check], INSERT task, the outbox
+  event(s) of ``EventRepository.record`` with their pg_notify, COMMIT; then reads the
+  commit's WAL position on a second checkout for the ``Consistency-Token`` header;
+- bodies are serialised with ``taskhub_api.kit.jsonenc.dumps``, in the same shape,
+  with the same ETag, Location and status codes; cursors are the same signed cursors.
+
+What it leaves out is what is being measured: FastAPI/Starlette routing, dependency
+injection and Pydantic validation (the create body is checked by hand against the
+same rules), the middlewares, and SQLAlchemy's pool and session. It has no Redis
+cache and no rate limiter: the benchmark runs the API with both disabled. It reads the
+same ``TASKHUB_*`` settings as the API, so both have the same database, pool and key.
+
+    .venv/bin/python bench/reference_app.py --port 8102
+"""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import asyncpg
+import orjson
+import uvicorn
+from sqlalchemy import TextClause, insert, select
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+
+from taskhub_api.auth.principal import Principal
+from taskhub_api.auth.verifier import TokenVerifier
+from taskhub_api.db import COMMIT_LSN_SQL
+from taskhub_api.deps import CONSISTENCY_TOKEN
+from taskhub_api.errors import (
+    AppError,
+    BadRequest,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+    UnprocessableContent,
+    field_error,
+)
+from taskhub_api.events.repository import EventRepository
+from taskhub_api.kit import cursor, lsn
+from taskhub_api.kit.etag import etag, if_none_match_hit
+from taskhub_api.kit.jsonenc import dumps
+from taskhub_api.settings import Settings
+from taskhub_api.tasks.models import Task, TaskPriority, TaskStatus
+from taskhub_api.tasks.policy import can_read
+from taskhub_api.tasks.repository import (
+    COLUMNS,
+    SORTS,
+    TaskFilters,
+    build_list_query,
+    fetch_live,
+    fetch_page,
+)
+from taskhub_api.users.models import Role, User
+from taskhub_api.users.repository import fetch_principal_row
+
+PREFIX = "/api/v1/tasks"
+JSON = b"application/json"
+PROBLEM = b"application/problem+json"
+STATUSES = frozenset(s.value for s in TaskStatus)
+PRIORITIES = frozenset(p.value for p in TaskPriority)
+CREATE_FIELDS = frozenset(
+    ("title", "description", "status", "priority", "labels", "due_at", "assignee_id")
+)
+EMPTY_FILTERS = TaskFilters()
+FINGERPRINT = cursor.fingerprint(EMPTY_FILTERS.canonical())
+Response = tuple[int, bytes, list[tuple[bytes, bytes]]]
+
+
+def _compiled(statement: Any) -> tuple[str, list[str]]:
+    """The SQL text and parameter order SQLAlchemy's asyncpg dialect sends."""
+    compiled = statement.compile(dialect=asyncpg_dialect())
+    return str(compiled), list(compiled.positiontup or ())
+
+
+_RETURNING = [Task.__table__.c[name] for name in COLUMNS]
+INSERT_SQL, INSERT_PARAMS = _compiled(
+    insert(Task).values(**dict.fromkeys((*CREATE_FIELDS, "owner_id"))).returning(*_RETURNING)
+)
+ASSIGNEE_SQL, _ = _compiled(
+    select(User.id).where(User.id == uuid.UUID(int=0), User.disabled.is_(False))
+)
+
+
+class DriverSession:
+    """Stands in for the write session of ``EventRepository``: its statements run on
+    the asyncpg connection as SQLAlchemy's asyncpg dialect renders them."""
+
+    _compiled: dict[str, tuple[str, list[str]]] = {}  # noqa: RUF012 - a shared cache
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def execute(self, statement: TextClause, params: dict[str, Any]) -> None:
+        if not isinstance(statement, TextClause):
+            raise TypeError(f"unexpected statement {type(statement).__name__}")
+        compiled = self._compiled.get(statement.text)
+        if compiled is None:
+            compiled = self._compiled[statement.text] = _compiled(statement)
+        sql, names = compiled
+        await self.conn.execute(sql, *(params[name] for name in names))
+
+
+def _invalid(field: str, message: str) -> UnprocessableContent:
+    return UnprocessableContent(f"{field}: {message}", errors=[field_error(field, message)])
+
+
+def _text(data: dict[str, Any], field: str, default: str | None, limit: int) -> str:
+    value = data.get(field, default)
+    if not isinstance(value, str):
+        raise _invalid(field, "must be a string")
+    if "\x00" in value:
+        raise _invalid(field, "must not contain NUL characters")
+    if len(value) > limit:
+        raise _invalid(field, f"must have at most {limit} characters")
+    return value
+
+
+def _timestamp(value: Any, field: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError) as exc:
+        raise _invalid(field, "must be an ISO 8601 timestamp") from exc
+    if parsed.tzinfo is None:
+        raise _invalid(field, "must have a timezone")
+    parsed = parsed.astimezone(UTC)
+    if not 1970 <= parsed.year < 9999:
+        raise _invalid(field, "must be between 1970-01-01 and 9999-01-01")
+    return parsed
+
+
+def parse_create(body: bytes) -> dict[str, Any]:
+    """The rules of ``TaskCreate``, checked by hand."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _invalid("body", "must be valid JSON") from exc
+    if not isinstance(data, dict):
+        raise _invalid("body", "must be an object")
+    if unknown := data.keys() - CREATE_FIELDS:
+        raise _invalid(sorted(unknown)[0], "is not a known field")
+    title = _text(data, "title", None, 10_000).strip()
+    if not 1 <= len(title) <= 200:
+        raise _invalid("title", "must have 1 to 200 characters")
+    labels = data.get("labels", [])
+    if not isinstance(labels, list) or len(labels) > 20:
+        raise _invalid("labels", "must be a list of at most 20 labels")
+    cleaned = []
+    for label in labels:
+        if not isinstance(label, str) or not 1 <= len(label.strip()) <= 50 or "\x00" in label:
+            raise _invalid("labels", "each label must have 1 to 50 characters")
+        cleaned.append(label.strip())
+    status = data.get("status", TaskStatus.TODO.value)
+    if status not in STATUSES:
+        raise _invalid("status", "is not a known status")
+    priority = data.get("priority", TaskPriority.MEDIUM.value)
+    if priority not in PRIORITIES:
+        raise _invalid("priority", "is not a known priority")
+    assignee = data.get("assignee_id")
+    if assignee is not None:
+        try:
+            assignee = uuid.UUID(assignee)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise _invalid("assignee_id", "must be a UUID") from exc
+    return {
+        "fields": sorted(data),  # what the client set, as the event records it
+        "title": title,
+        "description": _text(data, "description", "", 10_000),
+        "status": status,
+        "priority": priority,
+        "labels": list(dict.fromkeys(cleaned)),
+        "due_at": _timestamp(data.get("due_at"), "due_at"),
+        "assignee_id": assignee,
+    }
+
+
+def _cursor_position(sort: str, values: list[Any]) -> list[Any]:
+    """The keyset position stored in a cursor (the service's parsing, for the sorts)."""
+    spec = SORTS[sort]
+    columns = (*spec.columns, "id")
+    if len(values) != len(columns):
+        raise ValueError("wrong number of values")
+    parsed: list[Any] = []
+    for column, value in zip(columns, values, strict=True):
+        if column == "id":
+            parsed.append(uuid.UUID(value))
+        elif column == "priority":
+            parsed.append(TaskPriority(value).value)
+        elif value is None and spec.nullable:
+            parsed.append(None)
+        else:
+            parsed.append(datetime.fromisoformat(value))
+    return parsed
+
+
+async def _no_reset(_: asyncpg.Connection) -> None:
+    """asyncpg's default reset costs a round trip per release (RESET ALL, UNLISTEN ...).
+    SQLAlchemy's pool only rolls back an open transaction, which asyncpg's pool does
+    anyway before calling this, so both pools do the same work on release."""
+
+
+class ReferenceApp:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.verifier = TokenVerifier(self.settings.auth)
+        self.cursor_key = self.settings.cursor_key
+        self.pool: asyncpg.Pool | None = None
+
+    async def startup(self) -> None:
+        db = self.settings.db
+        self.pool = await asyncpg.create_pool(
+            db.url.replace("+asyncpg", ""),
+            min_size=db.pool_size,
+            max_size=db.pool_size + db.max_overflow,
+            timeout=db.connect_timeout,
+            command_timeout=db.command_timeout,
+            statement_cache_size=db.statement_cache_size,
+            server_settings={"application_name": "taskhub-reference"},
+            reset=_no_reset,
+        )
+
+    def acquire(self) -> Any:
+        """A pooled connection; waits at most ``pool_timeout`` (then 503, as the API)."""
+        assert self.pool is not None
+        return self.pool.acquire(timeout=self.settings.db.pool_timeout)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            status, body, headers = await self._dispatch(scope, receive)
+        except AppError as exc:
+            status, body, headers = self._problem(exc, scope["path"])
+        except (TimeoutError, OSError, asyncpg.PostgresConnectionError):
+            unavailable = ServiceUnavailable("The database is unavailable; retry shortly.")
+            status, body, headers = self._problem(unavailable, scope["path"])
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.verifier.aclose()
+                if self.pool is not None:
+                    await self.pool.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _problem(self, exc: AppError, path: str) -> Response:
+        body: dict[str, Any] = {
+            "type": "about:blank",
+            "title": exc.title,
+            "status": exc.status_code,
+            "detail": exc.detail,
+            "instance": path,
+        }
+        if exc.errors:
+            body["errors"] = exc.errors
+        headers = [(b"content-type", PROBLEM)]
+        headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+        return exc.status_code, dumps(body), headers
+
+    async def _dispatch(self, scope: dict[str, Any], receive: Any) -> Response:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        headers = dict(scope["headers"])
+        if path == PREFIX:
+            if method == "GET":
+                principal = await self._principal(headers)
+                return await self._list(principal, scope["query_string"])
+            if method == "POST":
+                body = await self._body(receive)
+                data = parse_create(body)
+                principal = await self._principal(headers)
+                return await self._create(principal, data)
+        elif path.startswith(PREFIX + "/") and method == "GET":
+            try:
+                task_id = uuid.UUID(path[len(PREFIX) + 1 :])
+            except ValueError as exc:
+                raise _invalid("task_id", "must be a UUID") from exc
+            principal = await self._principal(headers)
+            return await self._get(principal, task_id, headers.get(b"if-none-match"))
+        raise NotFound(f"No route for {method} {path}.")
+
+    async def _body(self, receive: Any) -> bytes:
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+    async def _principal(self, headers: dict[bytes, bytes]) -> Principal:
+        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("A bearer token is required.")
+        claims = await self.verifier.verify(token)
+        async with self.acquire() as conn:
+            row = await fetch_principal_row(conn, claims.subject)
+        if row is None or row["disabled"]:
+            raise Unauthorized("The account is disabled or no longer exists.")
+        return Principal(
+            id=claims.subject,
+            username=row["username"],
+            roles=frozenset(Role(role) for role in row["roles"]),
+        )
+
+    async def _list(self, principal: Principal, query_string: bytes) -> Response:
+        params = dict(parse_qsl(query_string.decode("latin-1")))
+        try:
+            limit = int(params.get("limit", "20"))
+        except ValueError as exc:
+            raise _invalid("limit", "must be an integer") from exc
+        if not 1 <= limit <= 100:
+            raise _invalid("limit", "must be between 1 and 100")
+        sort = params.get("sort", "-created_at")
+        if sort not in SORTS:
+            raise _invalid("sort", "is not a known sort")
+        position = None
+        if "cursor" in params:
+            values = cursor.decode(self.cursor_key, params["cursor"], sort, FINGERPRINT)
+            try:
+                position = _cursor_position(sort, values)
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise BadRequest("The cursor is malformed.") from exc
+        sql, args = build_list_query(
+            visible_to=None if principal.reads_all else principal.id,
+            filters=EMPTY_FILTERS,
+            sort=SORTS[sort],
+            after=position,
+            limit=limit + 1,
+        )
+        async with self.acquire() as conn:
+            rows = await fetch_page(conn, sql, args)
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = None
+        if has_more:
+            last = rows[-1]
+            values = orjson.loads(dumps([last[c] for c in SORTS[sort].columns] + [last["id"]]))
+            next_cursor = cursor.encode(self.cursor_key, sort, FINGERPRINT, values)
+        meta = {"limit": limit, "has_more": has_more, "next_cursor": next_cursor}
+        body = dumps({"items": [dict(r) for r in rows], "meta": meta})
+        return 200, body, [(b"content-type", JSON)]
+
+    async def _get(
+        self, principal: Principal, task_id: uuid.UUID, if_none_match: bytes | None
+    ) -> Response:
+        async with self.acquire() as conn:
+            row = await fetch_live(conn, task_id)
+        if row is None or not can_read(principal, row):
+            raise NotFound(f"Task {task_id} does not exist.")
+        tag = etag(row["version"]).encode()
+        if if_none_match_hit(if_none_match and if_none_match.decode("latin-1"), row["version"]):
+            return 304, b"", [(b"etag", tag)]
+        return 200, dumps(dict(row)), [(b"content-type", JSON), (b"etag", tag)]
+
+    async def _create(self, principal: Principal, data: dict[str, Any]) -> Response:
+        values = {**data, "owner_id": principal.id}
+        del values["fields"]
+        async with self.acquire() as conn, conn.transaction():
+            if data["assignee_id"] is not None:
+                found = await conn.fetchrow(ASSIGNEE_SQL, data["assignee_id"])
+                if found is None:
+                    raise _invalid("assignee_id", "must be an existing, active user")
+            row = await conn.fetchrow(INSERT_SQL, *(values[name] for name in INSERT_PARAMS))
+            # The domain events and their outbox rows, in the same transaction.
+            events = EventRepository(DriverSession(conn))  # type: ignore[arg-type]
+            task = {name: row[name] for name in COLUMNS}
+            for kind, changed in (("task.created", data["fields"]), ("task.assigned", None)):
+                if changed is None and row["assignee_id"] is None:
+                    continue
+                await events.record(
+                    type=kind,
+                    aggregate_type="task",
+                    aggregate_id=row["id"],
+                    actor_id=principal.id,
+                    payload={"task": task, "changed": changed or ["assignee_id"]},
+                )
+        headers = [
+            (b"content-type", JSON),
+            (b"location", f"{PREFIX}/{row['id']}".encode()),
+            (b"etag", etag(row["version"]).encode()),
+        ]
+        # The consistency token: the primary's WAL position after the commit.
+        async with self.acquire() as conn:
+            position = lsn.parse(await conn.fetchval(COMMIT_LSN_SQL))
+        headers.append((CONSISTENCY_TOKEN.lower().encode(), lsn.format_lsn(position).encode()))
+        return 201, dumps({name: row[name] for name in COLUMNS}), headers
+
+
+app = ReferenceApp()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve the raw-asyncpg reference app.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8102)
+    args = parser.parse_args()
+    # The same server options as `taskhub api` (uvloop, httptools, no access log).
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        workers=1,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=True,
+        server_header=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

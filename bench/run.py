@@ -1,0 +1,475 @@
+"""``make bench``: the API and the raw-asyncpg reference, side by side in one run.
+
+Seeds ``taskhub_bench`` if needed, starts the API (``taskhub api``) and the reference
+(``bench/reference_app.py``) on two ports with the same settings, pool and signing key,
+checks that both answer the same, then for each scenario warms both up and runs wrk
+against them in turn (A,B then B,A each round, so drift and other load on the machine
+fall on both alike). Prints a markdown table with the ratios and writes it to
+``bench/results/latest.md`` (and the raw numbers to ``latest.json``).
+
+    .venv/bin/python bench/run.py                       # defaults: 15 s runs, 2 rounds
+    .venv/bin/python bench/run.py --duration 30 --rounds 3 --scenarios list,get
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+import fixtures
+import seed
+import taskhub_api
+from common import BIN, CREATED_PREFIX, DB_DSN, DB_URL, RESULTS, ROOT, TASKS, USERS, WRK_SCRIPTS
+from taskhub_api.settings import Settings
+
+SCENARIOS = {"list": 0.8, "get": 0.8, "create": 0.6}  # target ratio API / reference
+P99_TARGET_MS = 100.0
+APP, REF = "api", "reference"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    scenario: str
+    server: str
+    round: int
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: dict[str, int]
+    cpu_ms_per_request: float
+    db_sessions: int
+    load_average: float
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    command: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    log: Path = field(default_factory=Path)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def ensure_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk:
+        return wrk
+    print("bench: installing wrk (Debian package)", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=300)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env, timeout=300)
+    wrk = shutil.which("wrk")
+    if not wrk:
+        sys.exit("bench: wrk is not available")
+    return wrk
+
+
+async def delete_created_tasks() -> int:
+    """Removes what create runs added (tasks, and the events and outbox rows of their
+    creation: the seed writes none), so every run sees the seeded data set."""
+    conn = await asyncpg.connect(DB_DSN)
+    try:
+        status = await conn.execute("DELETE FROM task WHERE title LIKE $1", CREATED_PREFIX + "%")
+        deleted = int(status.split()[-1])
+        if await conn.fetchval("SELECT to_regclass('event') IS NOT NULL"):
+            await conn.execute("TRUNCATE event CASCADE")
+        if deleted:
+            await conn.execute("VACUUM (ANALYZE) task")
+        return deleted
+    finally:
+        await conn.close()
+
+
+def _request(url: str, token: str | None = None, body: str | None = None) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = body.encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310 - loopback
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_ready(server: Server, timeout: float = 90.0) -> None:
+    """Up once an unauthenticated list is answered with 401 (the app is serving)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.process is not None
+        if server.process.poll() is not None:
+            sys.exit(f"bench: {server.name} exited; see {server.log}")
+        try:
+            if _request(server.url + "/api/v1/tasks")[0] == 401:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    sys.exit(f"bench: {server.name} did not start within {timeout:.0f} s; see {server.log}")
+
+
+@contextmanager
+def running(servers: list[Server], env: dict[str, str]) -> Iterator[None]:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    try:
+        for server in servers:
+            server.log = RESULTS / f"{server.name}.log"
+            with server.log.open("wb") as log:
+                server.process = subprocess.Popen(
+                    server.command,
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        for server in servers:
+            wait_ready(server)
+        yield
+    finally:
+        for server in servers:
+            stop(server)
+
+
+def stop(server: Server) -> None:
+    process = server.process
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)  # its own session: only what we started
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
+def check_same_answers(api: Server, ref: Server, data: dict[str, list[dict[str, str]]]) -> None:
+    """Both servers give the same status and body (create: the same fields and
+    values, except the new id and timestamps)."""
+    for scenario in ("list", "get"):
+        first = data[scenario][0]
+        answers = [_request(s.url + first["path"], first["token"]) for s in (api, ref)]
+        if answers[0] != answers[1] or answers[0][0] != 200:
+            sys.exit(f"bench: {scenario} answers differ: {answers[0][:1]} vs {answers[1][:1]}")
+    first = data["create"][0]
+    answers = [_request(s.url + first["path"], first["token"], first["body"]) for s in (api, ref)]
+    bodies = [json.loads(body) for _, body in answers]
+    fresh = {"id", "created_at", "updated_at"}
+    same = [{k: v for k, v in b.items() if k not in fresh} for b in bodies]
+    if answers[0][0] != 201 or answers[1][0] != 201 or same[0] != same[1]:
+        sys.exit(f"bench: create answers differ: {answers[0]} vs {answers[1]}")
+
+
+def run_wrk(
+    wrk: str,
+    server: Server,
+    scenario: str,
+    args: argparse.Namespace,
+    fixture_file: Path,
+    seconds: float,
+) -> dict[str, Any]:
+    command = [
+        wrk,
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "5s",
+        "--latency",
+        "-s",
+        str(WRK_SCRIPTS / f"{scenario}.lua"),
+        server.url,
+        "--",
+        str(fixture_file),
+    ]
+    cpu = server.cpu_seconds()
+    out = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 60, check=True
+    )
+    match = re.search(r"^BENCH_RESULT (.*)$", out.stdout, re.MULTILINE)
+    if match is None:
+        sys.exit(f"bench: no result from wrk:\n{out.stdout}\n{out.stderr}")
+    result: dict[str, Any] = json.loads(match.group(1))
+    result["cpu_seconds"] = server.cpu_seconds() - cpu
+    return result
+
+
+async def _sessions() -> int:
+    conn = await asyncpg.connect(DB_DSN)
+    try:
+        count: int = await conn.fetchval(
+            "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+        )
+        return count
+    finally:
+        await conn.close()
+
+
+def measure(
+    wrk: str, server: Server, scenario: str, n: int, args: argparse.Namespace, fixture: Path
+) -> Run:
+    sessions = asyncio.run(_sessions())
+    raw = run_wrk(wrk, server, scenario, args, fixture, args.duration)
+    time.sleep(1.5)  # backends report their statistics about once a second
+    # Connections opened to the bench database during the run, less our own probe:
+    # a pool that keeps its connections opens none.
+    opened = max(asyncio.run(_sessions()) - sessions - 1, 0)
+    seconds = raw["duration_us"] / 1e6
+    requests = raw["requests"]
+    errors = {k: raw[k] for k in ("connect", "read", "write", "timeout", "status")}
+    run = Run(
+        scenario=scenario,
+        server=server.name,
+        round=n,
+        requests=requests,
+        seconds=round(seconds, 2),
+        rps=round(requests / seconds, 1),
+        p50_ms=raw["p50_us"] / 1000,
+        p90_ms=raw["p90_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        max_ms=raw["max_us"] / 1000,
+        errors=errors,
+        cpu_ms_per_request=round(1000 * raw["cpu_seconds"] / max(requests, 1), 3),
+        db_sessions=opened,
+        load_average=os.getloadavg()[0],
+    )
+    print(
+        f"  {scenario:<6} {server.name:<9} round {n}: {run.rps:8.1f} req/s  "
+        f"p50 {run.p50_ms:7.1f} ms  p99 {run.p99_ms:7.1f} ms  "
+        f"errors {sum(errors.values())}  cpu {run.cpu_ms_per_request:.2f} ms/req  "
+        f"new db connections {opened}  load {run.load_average:.1f}",
+        flush=True,
+    )
+    return run
+
+
+def summarise(runs: list[Run], scenario: str) -> dict[str, Any]:
+    def of(server: str) -> dict[str, Any]:
+        mine = [r for r in runs if r.scenario == scenario and r.server == server]
+        requests = sum(r.requests for r in mine)
+        return {
+            "rps": requests / sum(r.seconds for r in mine),
+            "p50": statistics.median(r.p50_ms for r in mine),
+            "p99": max(r.p99_ms for r in mine),
+            "errors": sum(sum(r.errors.values()) for r in mine),
+            "cpu": sum(r.cpu_ms_per_request * r.requests for r in mine) / max(requests, 1),
+            "db_sessions": sum(r.db_sessions for r in mine),
+            "rounds": [r.rps for r in sorted(mine, key=lambda r: r.round)],
+        }
+
+    api, ref = of(APP), of(REF)
+    pairs = [a / b for a, b in zip(api["rounds"], ref["rounds"], strict=True) if b]
+    ratio = api["rps"] / ref["rps"] if ref["rps"] else 0.0
+    missed = []
+    if ratio < SCENARIOS[scenario]:
+        missed.append(f"ratio < {SCENARIOS[scenario]}")
+    if api["p99"] >= P99_TARGET_MS:
+        missed.append(f"p99 >= {P99_TARGET_MS:.0f} ms")
+    if api["errors"]:
+        missed.append("errors")
+    return {
+        "scenario": scenario,
+        "api": api,
+        "reference": ref,
+        "ratio": ratio,
+        "pair_ratios": pairs,
+        "target": SCENARIOS[scenario],
+        "missed": missed,
+    }
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def render(summaries: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [
+        f"# TaskHub API vs raw-asyncpg reference ({meta['finished']})",
+        "",
+        f"- machine: {meta['cores']} cores ({meta['cpu']}), Python {meta['python']}, "
+        f"PostgreSQL {meta['postgres']}",
+        f"- data: {meta['users']:,} users, {meta['tasks']:,} tasks (`taskhub_bench`)",
+        f"- load: wrk {meta['connections']} connections, {meta['threads']} thread(s), "
+        f"{meta['duration']:g} s per run, {meta['rounds']} round(s) per server and scenario "
+        f"(A,B then B,A), {meta['warmup']:g} s warm-up each; pool "
+        f"{meta['pool_size']}+{meta['max_overflow']} connections in both",
+        f"- other load on the machine: load average {meta['load_before']:.1f} before, "
+        f"{meta['load_after']:.1f} after (2 cores; other work was running)",
+        f"- code under test: `{meta['code']}`",
+        f"- command: `{meta['command']}`",
+        "",
+        "| scenario | API req/s | reference req/s | ratio (target) | per round | "
+        "API p50 / p99 ms | reference p50 / p99 ms | API errors | reference errors | "
+        "CPU ms/req API / reference | new DB connections API / reference | targets |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for s in summaries:
+        api, ref = s["api"], s["reference"]
+        verdict = "met" if not s["missed"] else "**missed**: " + ", ".join(s["missed"])
+        per_round = " / ".join(f"{r:.2f}" for r in s["pair_ratios"])
+        lines.append(
+            f"| {s['scenario']} | {api['rps']:,.0f} | {ref['rps']:,.0f} | "
+            f"**{s['ratio']:.2f}** (>= {s['target']}) | {per_round} | "
+            f"{api['p50']:.1f} / {api['p99']:.1f} | {ref['p50']:.1f} / {ref['p99']:.1f} | "
+            f"{api['errors']} | {ref['errors']} | {api['cpu']:.2f} / {ref['cpu']:.2f} | "
+            f"{api['db_sessions']} / {ref['db_sessions']} | {verdict} |"
+        )
+    lines += [
+        "",
+        "Ratio: API req/s over reference req/s, all rounds; per round: each round's pair. "
+        "p50: median of the rounds; p99: the worst round. Errors: socket errors, timeouts "
+        "and responses >= 400. CPU ms/req: CPU time of the server process per request. "
+        "New DB connections: sessions opened to the bench database during the measured "
+        f"runs (pool churn). Targets: the ratio, and for the API p99 < {P99_TARGET_MS:.0f} ms "
+        "and no errors.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=15, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=float, default=5, help="warm-up seconds per server")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per server and scenario")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, choices=(1, 2))
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    # Default: the API's own pool settings (TASKHUB_DB__* or the code's defaults).
+    parser.add_argument("--pool-size", type=int, default=Settings().db.pool_size)
+    parser.add_argument("--max-overflow", type=int, default=Settings().db.max_overflow)
+    parser.add_argument("--api-port", type=int, default=8101)
+    parser.add_argument("--reference-port", type=int, default=8102)
+    args = parser.parse_args(argv)
+    args.scenarios = [s for s in args.scenarios.split(",") if s]
+    if unknown := set(args.scenarios) - set(SCENARIOS):
+        parser.error(f"unknown scenarios: {sorted(unknown)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    started = time.monotonic()
+    load_before = os.getloadavg()[0]
+    wrk = ensure_wrk()
+    asyncio.run(seed.seed())
+    if deleted := asyncio.run(delete_created_tasks()):
+        print(f"bench: removed {deleted:,} tasks left by an earlier create run")
+
+    overrides = {
+        "TASKHUB_DB__URL": DB_URL,
+        "TASKHUB_DB__POOL_SIZE": str(args.pool_size),
+        "TASKHUB_DB__MAX_OVERFLOW": str(args.max_overflow),
+        # A fresh signing key per run, given to both servers and to the token minting.
+        "TASKHUB_AUTH__SECRET_KEY": secrets.token_urlsafe(48),
+        "TASKHUB_LOG_LEVEL": "WARNING",
+        "TASKHUB_LOG_JSON": "false",
+        # The issue's measure is the database path: no Redis cache in front of it (the
+        # reference has none) and no rate limit (a user's bucket would answer 429).
+        "TASKHUB_CACHE__ENABLED": "false",
+        "TASKHUB_RATELIMIT__ENABLED": "false",
+        "TASKHUB_REDIS__KEY_PREFIX": "taskhub-bench:",
+    }
+    os.environ.update(overrides)
+    env = dict(os.environ)
+    fixture_file = RESULTS / "fixtures.lua"
+    data = fixtures.build(fixture_file)
+    api = Server(APP, args.api_port, [str(BIN / "taskhub"), "api", "--host", "127.0.0.1"])
+    api.command += ["--port", str(args.api_port), "--workers", "1"]
+    ref = Server(REF, args.reference_port, [str(BIN / "python"), "bench/reference_app.py"])
+    ref.command += ["--port", str(args.reference_port)]
+
+    runs: list[Run] = []
+    try:
+        with running([api, ref], env):
+            check_same_answers(api, ref, data)
+            print(f"bench: both servers up and answering alike; wrk -c{args.connections}")
+            for scenario in args.scenarios:
+                for server in (api, ref):
+                    run_wrk(wrk, server, scenario, args, fixture_file, args.warmup)
+                for n in range(1, args.rounds + 1):
+                    order = (api, ref) if n % 2 else (ref, api)
+                    runs += [measure(wrk, s, scenario, n, args, fixture_file) for s in order]
+    finally:
+        asyncio.run(delete_created_tasks())
+
+    summaries = [summarise(runs, s) for s in args.scenarios]
+    meta = {
+        "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "postgres": asyncio.run(_server_version()),
+        "users": USERS,
+        "tasks": TASKS,
+        "connections": args.connections,
+        "threads": args.threads,
+        "duration": args.duration,
+        "warmup": args.warmup,
+        "rounds": args.rounds,
+        "pool_size": args.pool_size,
+        "max_overflow": args.max_overflow,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "command": " ".join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
+        "elapsed_s": round(time.monotonic() - started),
+        "code": str(Path(taskhub_api.__file__).parent),
+    }
+    table = render(summaries, meta)
+    (RESULTS / "latest.md").write_text(table)
+    raw = {"meta": meta, "summaries": summaries, "runs": [asdict(r) for r in runs]}
+    (RESULTS / "latest.json").write_text(json.dumps(raw, indent=2))
+    print()
+    print(table)
+    print(f"bench: written to {RESULTS / 'latest.md'} ({meta['elapsed_s']} s)")
+
+
+async def _server_version() -> str:
+    conn = await asyncpg.connect(DB_DSN)
+    try:
+        return str(await conn.fetchval("SHOW server_version")).split()[0]
+    finally:
+        await conn.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -13,23 +13,26 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import asyncpg
 from prometheus_client import Counter
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import greenlet_spawn
 
 from taskhub_api.dbhealth import DatabaseMonitor
 from taskhub_api.errors import ServiceUnavailable
 from taskhub_api.kit import lsn
 from taskhub_api.settings import DatabaseSettings
+
+if TYPE_CHECKING:
+    from taskhub_api.cache import Cache
 
 T = TypeVar("T")
 
@@ -235,10 +238,12 @@ class ReadEngine:
 
 @dataclass(frozen=True, slots=True)
 class Reads:
-    """Read routing for one request: every read includes the client's last write
-    (``client_lsn``, from its consistency token) and whatever ``floor`` it asks for."""
+    """Where one request's reads come from: the response cache, else the replica or
+    the primary. Every read includes the client's last write (``client_lsn``, from its
+    consistency token) and whatever ``floor`` it asks for."""
 
     db: Database
+    cache: Cache
     client_lsn: int
 
     def engine(self, floor: int = lsn.ZERO) -> ReadEngine:
@@ -247,25 +252,21 @@ class Reads:
 
 @asynccontextmanager
 async def raw_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection's asyncpg connection; discarded if the connection broke."""
-    async with engine.connect() as conn:
-        driver = await driver_connection(conn)
-        try:
-            yield driver
-        except _ABANDON_CONNECTION:
-            # Also when cancelled (a timeout): the connection's state is unknown.
-            # Terminate first: SQLAlchemy would try a graceful close for two seconds.
-            driver.terminate()
-            await conn.invalidate()
-            raise
+    """A connection from the engine's pool, as the bare asyncpg connection (hot paths:
+    no ORM, no ``Connection`` object, no BEGIN); discarded if the connection broke.
 
-
-async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
-    """The asyncpg connection under a SQLAlchemy connection, for hot read paths.
-
-    Using it sends no BEGIN: SQLAlchemy's asyncpg adapter starts its transaction lazily
-    on its own first statement.
+    The pool's checkout and checkin may await (connect, close), so they run in
+    SQLAlchemy's greenlet bridge; the connection itself is used directly.
     """
-    raw = await conn.get_raw_connection()
-    driver: asyncpg.Connection = raw.driver_connection
-    return driver
+    pooled = await greenlet_spawn(engine.sync_engine.raw_connection)
+    driver = cast("asyncpg.Connection", pooled.driver_connection)  # checked out: connected
+    try:
+        yield driver
+    except _ABANDON_CONNECTION:
+        # Also when cancelled (a timeout): the connection's state is unknown.
+        # Terminate first: SQLAlchemy would try a graceful close for two seconds.
+        driver.terminate()
+        await greenlet_spawn(pooled.invalidate)
+        raise
+    finally:
+        await greenlet_spawn(pooled.close)

@@ -26,14 +26,8 @@ async def get_database(request: Request) -> Database:
     return db
 
 
-async def get_cache(request: Request) -> Cache:
-    cache: Cache = request.app.state.cache
-    return cache
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
-CacheDep = Annotated[Cache, Depends(get_cache)]
 
 TokenHeader = Annotated[
     str | None,
@@ -45,18 +39,18 @@ TokenHeader = Annotated[
 ]
 
 
-async def get_reads(db: DatabaseDep, token: TokenHeader = None) -> Reads:
-    return Reads(db, lsn.parse_token(token))
+async def get_reads(request: Request, token: TokenHeader = None) -> Reads:
+    state = request.app.state
+    return Reads(state.db, state.cache, lsn.parse_token(token))
 
 
 ReadsDep = Annotated[Reads, Depends(get_reads)]
 
 
-async def get_write_session(
-    request: Request, db: DatabaseDep, cache: CacheDep
-) -> AsyncIterator[WriteSession]:
+async def get_write_session(request: Request) -> AsyncIterator[WriteSession]:
     # scope="function" below: commit or rollback happens when the endpoint returns,
     # before the response is sent, so a client never sees an uncommitted write.
+    db: Database = request.app.state.db
     db.ensure_writable()
     async with db.transaction() as session:
         yield session
@@ -67,6 +61,7 @@ async def get_write_session(
         add_response_headers(request, {CONSISTENCY_TOKEN: lsn.format_lsn(position)})
     scopes: set[str] = session.info.get(CACHE_SCOPES, set())
     if scopes:
+        cache: Cache = request.app.state.cache
         await cache.invalidate(scopes, position)
 
 

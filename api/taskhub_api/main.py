@@ -195,7 +195,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.add_exception_handler(unavailable, _database_unavailable)
 
-    for router in (auth_router, users_router, tasks_router, events_router, webhooks_router):
+    # The hot routes first: routing tries routers in order.
+    for router in (tasks_router, events_router, users_router, auth_router, webhooks_router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(health_router)
     app.add_api_route(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -9,57 +10,71 @@ from fastapi.security import OAuth2PasswordBearer
 
 from taskhub_api.auth.principal import Principal
 from taskhub_api.auth.verifier import TokenVerifier
-from taskhub_api.db import raw_connection
-from taskhub_api.deps import DatabaseDep
+from taskhub_api.db import Database, raw_connection
 from taskhub_api.errors import Forbidden, Unauthorized
 from taskhub_api.ratelimit.deps import enforce, rate_for
 from taskhub_api.users.models import Role
 from taskhub_api.users.repository import fetch_principal_row, provision_external_user
 
-bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+class PrincipalResolver(OAuth2PasswordBearer):
+    """The bearer-token scheme of the OpenAPI document, and the dependency that turns
+    the token into the principal. One dependency taking only the request: FastAPI
+    resolves every dependency on every request, so the hot paths keep the graph small."""
+
+    def __init__(self, require: Callable[[Principal], None] | None = None) -> None:
+        # One scheme in the OpenAPI document, whatever the requirement.
+        super().__init__(
+            tokenUrl="/api/v1/auth/token", scheme_name="OAuth2PasswordBearer", auto_error=False
+        )
+        self.require = require
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        token = await super().__call__(request)
+        if not token:
+            raise Unauthorized("A bearer token is required.")
+        state = request.app.state
+        verifier: TokenVerifier = state.token_verifier
+        claims = await verifier.verify(token)
+        # Throttled before any database work, by the roles the token claims.
+        await enforce(
+            request, "api", str(claims.subject), rate_for(state.settings.ratelimit, claims.roles)
+        )
+        # A short checkout of its own, released before the endpoint takes its
+        # connection, so a request never holds two pooled connections at once.
+        db: Database = state.db
+        row = await db.principal_reader().run(
+            lambda conn: fetch_principal_row(conn, claims.subject)
+        )
+        if claims.external and (row is None or sorted(row["roles"]) != list(claims.roles)):
+            # First sight of an OIDC user, or its roles changed upstream: a write.
+            db.ensure_writable()
+            async with raw_connection(db.primary) as conn:
+                row = await provision_external_user(conn, claims)
+        if row is None or row["disabled"]:
+            raise Unauthorized("The account is disabled or no longer exists.")
+        principal = Principal(
+            id=claims.subject,
+            username=row["username"],
+            roles=frozenset(Role(role) for role in row["roles"]),
+        )
+        if self.require is not None:
+            self.require(principal)
+        return principal
 
 
-async def get_principal(
-    request: Request, db: DatabaseDep, token: Annotated[str | None, Depends(bearer)]
-) -> Principal:
-    if not token:
-        raise Unauthorized("A bearer token is required.")
-    verifier: TokenVerifier = request.app.state.token_verifier
-    claims = await verifier.verify(token)
-    # Throttled before any database work, by the roles the token claims.
-    settings = request.app.state.settings.ratelimit
-    await enforce(request, "api", str(claims.subject), rate_for(settings, claims.roles))
-    # A short checkout of its own, released before the endpoint takes its connection,
-    # so a request never holds two pooled connections at once.
-    row = await db.principal_reader().run(lambda conn: fetch_principal_row(conn, claims.subject))
-    if claims.external and (row is None or sorted(row["roles"]) != list(claims.roles)):
-        # First sight of an OIDC user, or its roles changed upstream: a write.
-        db.ensure_writable()
-        async with raw_connection(db.primary) as conn:
-            row = await provision_external_user(conn, claims)
-    if row is None or row["disabled"]:
-        raise Unauthorized("The account is disabled or no longer exists.")
-    return Principal(
-        id=claims.subject,
-        username=row["username"],
-        roles=frozenset(Role(role) for role in row["roles"]),
-    )
-
-
-CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
-
-
-async def require_writer(principal: CurrentPrincipal) -> Principal:
+def _writer(principal: Principal) -> None:
     if not principal.can_write:
         raise Forbidden("Your role allows reading only.")
-    return principal
 
 
-async def require_admin(principal: CurrentPrincipal) -> Principal:
+def _admin(principal: Principal) -> None:
     if not principal.is_admin:
         raise Forbidden("This action requires the admin role.")
-    return principal
 
 
-WriterPrincipal = Annotated[Principal, Depends(require_writer)]
-AdminPrincipal = Annotated[Principal, Depends(require_admin)]
+# One resolver per requirement (not a second dependency on top of the first): an
+# endpoint depends on exactly one of them.
+CurrentPrincipal = Annotated[Principal, Depends(PrincipalResolver())]
+WriterPrincipal = Annotated[Principal, Depends(PrincipalResolver(_writer))]
+AdminPrincipal = Annotated[Principal, Depends(PrincipalResolver(_admin))]

@@ -17,14 +17,19 @@ NOTIFY_CHANNEL = "taskhub_outbox"
 # Advisory-lock namespace of the relay's partition locks (any constant int4).
 RELAY_LOCK_NAMESPACE = 0x7A5C
 
+# The event, its outbox row and the relay's wake-up, in one round trip (PostgreSQL runs
+# data-modifying WITH clauses once, whether or not the main query reads them; the
+# notification is delivered only if the transaction commits).
 _RECORD = text(
     """
     WITH e AS (
         INSERT INTO event (id, type, aggregate_type, aggregate_id, actor_id, payload)
         VALUES (:id, :type, :aggregate_type, :aggregate_id, :actor_id, CAST(:payload AS jsonb))
         RETURNING id, seq
+    ), o AS (
+        INSERT INTO outbox (event_id, seq, partition) SELECT id, seq, :partition FROM e
     )
-    INSERT INTO outbox (event_id, seq, partition) SELECT id, seq, :partition FROM e
+    SELECT pg_notify(:channel, '')
     """
 )
 _COLUMNS = (
@@ -62,10 +67,8 @@ class EventRepository:
                 "actor_id": actor_id,
                 "payload": dumps(payload).decode(),
                 "partition": partition_of(aggregate_id),
+                "channel": NOTIFY_CHANNEL,
             },
-        )
-        await self.session.execute(
-            text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL}
         )
         return event_id
 

@@ -3,7 +3,7 @@
 - admin: everything.
 - user: reads tasks they own or are assigned to; edits and deletes their own; may
   change only the status of a task assigned to them. Tasks they cannot read are 404.
-- viewer: reads everything; every write is 403 (enforced by ``require_writer``).
+- viewer: reads everything; every write is 403 (enforced by ``WriterPrincipal``).
 """
 
 from __future__ import annotations

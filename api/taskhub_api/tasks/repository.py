@@ -12,10 +12,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskhub_api.tasks.models import Task
@@ -175,6 +175,8 @@ async def fetch_live(conn: asyncpg.Connection, task_id: uuid.UUID) -> asyncpg.Re
 
 
 _RETURNING = [Task.__table__.c[name] for name in COLUMNS]
+# Core, built once: the values arrive as parameters (no ORM bulk machinery per row).
+_INSERT = insert(cast(Table, Task.__table__)).returning(*_RETURNING)
 
 
 class TaskRepository:
@@ -182,8 +184,7 @@ class TaskRepository:
         self.session = session
 
     async def insert(self, values: dict[str, Any]) -> dict[str, Any]:
-        stmt = insert(Task).values(**values).returning(*_RETURNING)
-        return dict((await self.session.execute(stmt)).mappings().one())
+        return dict((await self.session.execute(_INSERT, values)).mappings().one())
 
     async def get_for_update(
         self, task_id: uuid.UUID, *, deleted: bool = False

@@ -7,21 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 
 from taskhub_api.auth.deps import AdminPrincipal, CurrentPrincipal, WriterPrincipal
-from taskhub_api.deps import CacheDep, ReadsDep, SettingsDep, WriteSessionDep
+from taskhub_api.deps import ReadsDep, SettingsDep, WriteSessionDep
 from taskhub_api.kit.etag import etag, if_none_match_hit
 from taskhub_api.kit.responses import JSONBytes
-from taskhub_api.tasks.models import TaskPriority, TaskStatus
 from taskhub_api.tasks.repository import TaskFilters
-from taskhub_api.tasks.schemas import (
-    Label,
-    SearchText,
-    TaskCreate,
-    TaskPage,
-    TaskRead,
-    TaskSort,
-    TaskUpdate,
-    Timestamp,
-)
+from taskhub_api.tasks.schemas import TaskCreate, TaskListQuery, TaskPage, TaskRead, TaskUpdate
 from taskhub_api.tasks.service import task_service
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -48,38 +38,27 @@ def _task_response(task: dict[str, object], status_code: int = 200) -> JSONBytes
 async def list_tasks(
     principal: CurrentPrincipal,
     reads: ReadsDep,
-    cache: CacheDep,
     settings: SettingsDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
-    sort: TaskSort = TaskSort.CREATED_DESC,
-    task_status: Annotated[list[TaskStatus] | None, Query(alias="status")] = None,
-    priority: Annotated[list[TaskPriority] | None, Query()] = None,
-    assignee_id: uuid.UUID | None = None,
-    label: Annotated[list[Label] | None, Query(max_length=20)] = None,
-    due_before: Annotated[Timestamp | None, Query(description="due_at < this")] = None,
-    due_after: Annotated[Timestamp | None, Query(description="due_at >= this")] = None,
-    q: Annotated[SearchText | None, Query(description="Full-text search")] = None,
+    query: Annotated[TaskListQuery, Query()],
 ) -> JSONBytes:
     """Tasks the caller may read, one keyset page at a time."""
     filters = TaskFilters(
-        statuses=tuple(s.value for s in task_status or ()),
-        priorities=tuple(p.value for p in priority or ()),
-        labels=tuple(label or ()),
-        assignee_id=assignee_id,
-        due_before=due_before,
-        due_after=due_after,
-        q=q,
+        statuses=tuple(s.value for s in query.status or ()),
+        priorities=tuple(p.value for p in query.priority or ()),
+        labels=tuple(query.label or ()),
+        assignee_id=query.assignee_id,
+        due_before=query.due_before,
+        due_after=query.due_after,
+        q=query.q,
     )
     page = await task_service.list(
         reads,
-        cache,
         principal,
         settings.cursor_key,
         filters=filters,
-        sort=sort.value,
-        after=cursor,
-        limit=limit,
+        sort=query.sort.value,
+        after=query.cursor,
+        limit=query.limit,
     )
     return JSONBytes(page)
 
@@ -115,11 +94,10 @@ async def get_task(
     task_id: uuid.UUID,
     principal: CurrentPrincipal,
     reads: ReadsDep,
-    cache: CacheDep,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     """One task, with its ETag."""
-    task = await task_service.get(reads, cache, principal, task_id)
+    task = await task_service.get(reads, principal, task_id)
     if if_none_match_hit(if_none_match, task.version):
         return Response(status_code=304, headers={"ETag": etag(task.version)})
     return JSONBytes(task.body, headers={"ETag": etag(task.version)})

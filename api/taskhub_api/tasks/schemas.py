@@ -113,3 +113,18 @@ class TaskRead(BaseModel):
 class TaskPage(BaseModel):
     items: list[TaskRead]
     meta: PageMeta
+
+
+class TaskListQuery(BaseModel):
+    """The query of ``GET /tasks``: one model, validated in one pass."""
+
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: str | None = Field(default=None, max_length=1024)
+    sort: TaskSort = TaskSort.CREATED_DESC
+    status: list[TaskStatus] | None = None
+    priority: list[TaskPriority] | None = None
+    assignee_id: uuid.UUID | None = None
+    label: list[Label] | None = Field(default=None, max_length=20)
+    due_before: Timestamp | None = Field(default=None, description="due_at < this")
+    due_after: Timestamp | None = Field(default=None, description="due_at >= this")
+    q: SearchText | None = Field(default=None, description="Full-text search")

@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 
 from taskhub_api.auth.principal import Principal
-from taskhub_api.cache import Cache
 from taskhub_api.db import Reads, WriteSession
 from taskhub_api.errors import (
     BadRequest,
@@ -121,7 +120,6 @@ class TaskService:
     async def list(
         self,
         reads: Reads,
-        cache: Cache,
         principal: Principal,
         cursor_key: bytes,
         *,
@@ -144,7 +142,7 @@ class TaskService:
         key = cachekeys.list_key(
             principal, {"f": filters.canonical(), "s": sort, "a": after, "l": limit}
         )
-        found = await cache.lookup(scope, key, reads.client_lsn)
+        found = await reads.cache.lookup(scope, key, reads.client_lsn)
         if found.value is not None:
             return found.value
         sql, args = repository.build_list_query(
@@ -164,15 +162,13 @@ class TaskService:
             else None
         )
         body = _page_json([dict(r) for r in rows], limit, has_more, next_cursor)
-        await cache.put(scope, key, target.asof, found.floor, body)
+        await reads.cache.put(scope, key, target.asof, found.floor, body)
         return body
 
-    async def get(
-        self, reads: Reads, cache: Cache, principal: Principal, task_id: uuid.UUID
-    ) -> TaskDocument:
+    async def get(self, reads: Reads, principal: Principal, task_id: uuid.UUID) -> TaskDocument:
         scope = cachekeys.read_scope(principal)
         key = cachekeys.task_key(principal, task_id)
-        found = await cache.lookup(scope, key, reads.client_lsn)
+        found = await reads.cache.lookup(scope, key, reads.client_lsn)
         if found.value is not None:
             return TaskDocument.decode(found.value)
         target = reads.engine(found.floor)
@@ -180,7 +176,7 @@ class TaskService:
         if row is None or not can_read(principal, row):
             raise _not_found(task_id)
         document = TaskDocument(dumps(dict(row)), int(row["version"]))
-        await cache.put(scope, key, target.asof, found.floor, document.encode())
+        await reads.cache.put(scope, key, target.asof, found.floor, document.encode())
         return document
 
     async def create(

@@ -5,12 +5,15 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskhub_api.auth.tokens import AccessClaims
 from taskhub_api.users.models import User
+
+# Built once (on the create path): the id arrives as a parameter.
+_ACTIVE_USER = select(User.id).where(User.id == bindparam("user_id"), User.disabled.is_(False))
 
 
 class UserRepository:
@@ -57,8 +60,8 @@ class UserRepository:
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def active_assignee_exists(self, user_id: uuid.UUID) -> bool:
-        stmt = select(User.id).where(User.id == user_id, User.disabled.is_(False))
-        return (await self.session.execute(stmt)).first() is not None
+        found = await self.session.execute(_ACTIVE_USER, {"user_id": user_id})
+        return found.first() is not None
 
 
 async def provision_external_user(

@@ -1,24 +1,30 @@
-"""The reference the API is measured against: the same work per request, no framework.
+"""The reference the API is measured against: the same work per request, minimal FastAPI.
 
-A bare ASGI callable on an asyncpg pool. Per request it does what the real endpoints
-do, with TaskHub's own code wherever that code is not the framework:
+A minimal FastAPI app on an asyncpg pool, served by uvicorn with the API's options.
+Three routes, each taking only the ``Request`` and parsing what it needs by hand. Per
+request it does what the real endpoints do, with TaskHub's own code wherever that code
+is not the framework:
 
 - the bearer token is checked by ``TokenVerifier`` (pyjwt, same claims), then the
   user row is read with ``fetch_principal_row`` on a connection of its own, released
-  before the endpoint takes its connection (as ``get_principal`` does);
+  before the endpoint takes its connection (as the API's ``PrincipalResolver`` does);
 - list runs ``build_list_query`` and ``fetch_page``, get runs ``fetch_live``; create runs
   the statements the API's write session sends, compiled once from the same SQLAlchemy
-  statements, in one transaction: BEGIN, [assignee check], INSERT task, the outbox
-  event(s) of ``EventRepository.record`` with their pg_notify, COMMIT; then reads the
+  statements, in one transaction: BEGIN, [assignee check], INSERT task, the
+  event(s) of ``EventRepository.record`` (event, outbox row and pg_notify in one
+  statement each), COMMIT; then reads the
   commit's WAL position on a second checkout for the ``Consistency-Token`` header;
 - bodies are serialised with ``taskhub_api.kit.jsonenc.dumps``, in the same shape,
-  with the same ETag, Location and status codes; cursors are the same signed cursors.
+  with the same ETag, Location and status codes; cursors are the same signed cursors;
+  errors are the same problem+json documents.
 
-What it leaves out is what is being measured: FastAPI/Starlette routing, dependency
-injection and Pydantic validation (the create body is checked by hand against the
-same rules), the middlewares, and SQLAlchemy's pool and session. It has no Redis
-cache and no rate limiter: the benchmark runs the API with both disabled. It reads the
-same ``TASKHUB_*`` settings as the API, so both have the same database, pool and key.
+FastAPI's routing, request and response handling and Starlette's default middleware
+stack are in both, so they are not what is measured. What it leaves out is: TaskHub's
+dependency graph, its Pydantic request and response models (the create body is checked
+by hand against the same rules), its middlewares, SQLAlchemy's pool and session, and
+the service layer. It has no Redis cache and no rate limiter: the benchmark runs the
+API with both disabled. It reads the same ``TASKHUB_*`` settings as the API, so both
+have the same database, pool and key.
 
     .venv/bin/python bench/reference_app.py --port 8102
 """
@@ -27,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -34,8 +42,10 @@ from urllib.parse import parse_qsl
 import asyncpg
 import orjson
 import uvicorn
+from fastapi import FastAPI, Request
 from sqlalchemy import TextClause, insert, select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from starlette.responses import Response
 
 from taskhub_api.auth.principal import Principal
 from taskhub_api.auth.verifier import TokenVerifier
@@ -69,8 +79,8 @@ from taskhub_api.users.models import Role, User
 from taskhub_api.users.repository import fetch_principal_row
 
 PREFIX = "/api/v1/tasks"
-JSON = b"application/json"
-PROBLEM = b"application/problem+json"
+JSON = "application/json"
+PROBLEM = "application/problem+json"
 STATUSES = frozenset(s.value for s in TaskStatus)
 PRIORITIES = frozenset(p.value for p in TaskPriority)
 CREATE_FIELDS = frozenset(
@@ -78,12 +88,11 @@ CREATE_FIELDS = frozenset(
 )
 EMPTY_FILTERS = TaskFilters()
 FINGERPRINT = cursor.fingerprint(EMPTY_FILTERS.canonical())
-Response = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
 
 def _compiled(statement: Any) -> tuple[str, list[str]]:
     """The SQL text and parameter order SQLAlchemy's asyncpg dialect sends."""
-    compiled = statement.compile(dialect=asyncpg_dialect())
+    compiled = statement.compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
     return str(compiled), list(compiled.positiontup or ())
 
 
@@ -215,14 +224,16 @@ async def _no_reset(_: asyncpg.Connection) -> None:
     anyway before calling this, so both pools do the same work on release."""
 
 
-class ReferenceApp:
+class Resources:
+    """What the endpoints share: the settings, the token verifier and the asyncpg pool."""
+
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.verifier = TokenVerifier(self.settings.auth)
         self.cursor_key = self.settings.cursor_key
         self.pool: asyncpg.Pool | None = None
 
-    async def startup(self) -> None:
+    async def open(self) -> None:
         db = self.settings.db
         self.pool = await asyncpg.create_pool(
             db.url.replace("+asyncpg", ""),
@@ -235,87 +246,19 @@ class ReferenceApp:
             reset=_no_reset,
         )
 
+    async def close(self) -> None:
+        await self.verifier.aclose()
+        if self.pool is not None:
+            await self.pool.close()
+
     def acquire(self) -> Any:
         """A pooled connection; waits at most ``pool_timeout`` (then 503, as the API)."""
         assert self.pool is not None
         return self.pool.acquire(timeout=self.settings.db.pool_timeout)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        try:
-            status, body, headers = await self._dispatch(scope, receive)
-        except AppError as exc:
-            status, body, headers = self._problem(exc, scope["path"])
-        except (TimeoutError, OSError, asyncpg.PostgresConnectionError):
-            unavailable = ServiceUnavailable("The database is unavailable; retry shortly.")
-            status, body, headers = self._problem(unavailable, scope["path"])
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def _lifespan(self, receive: Any, send: Any) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self.startup()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.verifier.aclose()
-                if self.pool is not None:
-                    await self.pool.close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    def _problem(self, exc: AppError, path: str) -> Response:
-        body: dict[str, Any] = {
-            "type": "about:blank",
-            "title": exc.title,
-            "status": exc.status_code,
-            "detail": exc.detail,
-            "instance": path,
-        }
-        if exc.errors:
-            body["errors"] = exc.errors
-        headers = [(b"content-type", PROBLEM)]
-        headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
-        return exc.status_code, dumps(body), headers
-
-    async def _dispatch(self, scope: dict[str, Any], receive: Any) -> Response:
-        path: str = scope["path"]
-        method: str = scope["method"]
-        headers = dict(scope["headers"])
-        if path == PREFIX:
-            if method == "GET":
-                principal = await self._principal(headers)
-                return await self._list(principal, scope["query_string"])
-            if method == "POST":
-                body = await self._body(receive)
-                data = parse_create(body)
-                principal = await self._principal(headers)
-                return await self._create(principal, data)
-        elif path.startswith(PREFIX + "/") and method == "GET":
-            try:
-                task_id = uuid.UUID(path[len(PREFIX) + 1 :])
-            except ValueError as exc:
-                raise _invalid("task_id", "must be a UUID") from exc
-            principal = await self._principal(headers)
-            return await self._get(principal, task_id, headers.get(b"if-none-match"))
-        raise NotFound(f"No route for {method} {path}.")
-
-    async def _body(self, receive: Any) -> bytes:
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                return b"".join(chunks)
-
-    async def _principal(self, headers: dict[bytes, bytes]) -> Principal:
-        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    async def principal(self, request: Request) -> Principal:
+        authorization = request.headers.get("authorization", "")
+        scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("A bearer token is required.")
         claims = await self.verifier.verify(token)
@@ -329,95 +272,153 @@ class ReferenceApp:
             roles=frozenset(Role(role) for role in row["roles"]),
         )
 
-    async def _list(self, principal: Principal, query_string: bytes) -> Response:
-        params = dict(parse_qsl(query_string.decode("latin-1")))
+
+resources = Resources()
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    await resources.open()
+    try:
+        yield
+    finally:
+        await resources.close()
+
+
+def _problem(exc: AppError, path: str) -> Response:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": exc.title,
+        "status": exc.status_code,
+        "detail": exc.detail,
+        "instance": path,
+    }
+    if exc.errors:
+        body["errors"] = exc.errors
+    return Response(
+        content=dumps(body), status_code=exc.status_code, headers=exc.headers, media_type=PROBLEM
+    )
+
+
+async def _app_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    return _problem(exc, request.scope["path"])
+
+
+async def _unavailable(request: Request, _: Exception) -> Response:
+    unavailable = ServiceUnavailable("The database is unavailable; retry shortly.")
+    return _problem(unavailable, request.scope["path"])
+
+
+app = FastAPI(
+    lifespan=lifespan,
+    openapi_url=None,
+    docs_url=None,
+    redoc_url=None,
+    # As the API: FastAPI's OpenTelemetry hooks off.
+    telemetry={"tracing": False, "metrics": False, "logs": False},
+)
+app.add_exception_handler(AppError, _app_error)
+for _error in (TimeoutError, OSError, asyncpg.PostgresConnectionError):
+    app.add_exception_handler(_error, _unavailable)
+
+
+@app.get(PREFIX)
+async def list_tasks(request: Request) -> Response:
+    principal = await resources.principal(request)
+    params = dict(parse_qsl(request.scope["query_string"].decode("latin-1")))
+    try:
+        limit = int(params.get("limit", "20"))
+    except ValueError as exc:
+        raise _invalid("limit", "must be an integer") from exc
+    if not 1 <= limit <= 100:
+        raise _invalid("limit", "must be between 1 and 100")
+    sort = params.get("sort", "-created_at")
+    if sort not in SORTS:
+        raise _invalid("sort", "is not a known sort")
+    position = None
+    if "cursor" in params:
+        values = cursor.decode(resources.cursor_key, params["cursor"], sort, FINGERPRINT)
         try:
-            limit = int(params.get("limit", "20"))
-        except ValueError as exc:
-            raise _invalid("limit", "must be an integer") from exc
-        if not 1 <= limit <= 100:
-            raise _invalid("limit", "must be between 1 and 100")
-        sort = params.get("sort", "-created_at")
-        if sort not in SORTS:
-            raise _invalid("sort", "is not a known sort")
-        position = None
-        if "cursor" in params:
-            values = cursor.decode(self.cursor_key, params["cursor"], sort, FINGERPRINT)
-            try:
-                position = _cursor_position(sort, values)
-            except (ValueError, TypeError, AttributeError) as exc:
-                raise BadRequest("The cursor is malformed.") from exc
-        sql, args = build_list_query(
-            visible_to=None if principal.reads_all else principal.id,
-            filters=EMPTY_FILTERS,
-            sort=SORTS[sort],
-            after=position,
-            limit=limit + 1,
-        )
-        async with self.acquire() as conn:
-            rows = await fetch_page(conn, sql, args)
-        has_more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = None
-        if has_more:
-            last = rows[-1]
-            values = orjson.loads(dumps([last[c] for c in SORTS[sort].columns] + [last["id"]]))
-            next_cursor = cursor.encode(self.cursor_key, sort, FINGERPRINT, values)
-        meta = {"limit": limit, "has_more": has_more, "next_cursor": next_cursor}
-        body = dumps({"items": [dict(r) for r in rows], "meta": meta})
-        return 200, body, [(b"content-type", JSON)]
-
-    async def _get(
-        self, principal: Principal, task_id: uuid.UUID, if_none_match: bytes | None
-    ) -> Response:
-        async with self.acquire() as conn:
-            row = await fetch_live(conn, task_id)
-        if row is None or not can_read(principal, row):
-            raise NotFound(f"Task {task_id} does not exist.")
-        tag = etag(row["version"]).encode()
-        if if_none_match_hit(if_none_match and if_none_match.decode("latin-1"), row["version"]):
-            return 304, b"", [(b"etag", tag)]
-        return 200, dumps(dict(row)), [(b"content-type", JSON), (b"etag", tag)]
-
-    async def _create(self, principal: Principal, data: dict[str, Any]) -> Response:
-        values = {**data, "owner_id": principal.id}
-        del values["fields"]
-        async with self.acquire() as conn, conn.transaction():
-            if data["assignee_id"] is not None:
-                found = await conn.fetchrow(ASSIGNEE_SQL, data["assignee_id"])
-                if found is None:
-                    raise _invalid("assignee_id", "must be an existing, active user")
-            row = await conn.fetchrow(INSERT_SQL, *(values[name] for name in INSERT_PARAMS))
-            # The domain events and their outbox rows, in the same transaction.
-            events = EventRepository(DriverSession(conn))  # type: ignore[arg-type]
-            task = {name: row[name] for name in COLUMNS}
-            for kind, changed in (("task.created", data["fields"]), ("task.assigned", None)):
-                if changed is None and row["assignee_id"] is None:
-                    continue
-                await events.record(
-                    type=kind,
-                    aggregate_type="task",
-                    aggregate_id=row["id"],
-                    actor_id=principal.id,
-                    payload={"task": task, "changed": changed or ["assignee_id"]},
-                )
-        headers = [
-            (b"content-type", JSON),
-            (b"location", f"{PREFIX}/{row['id']}".encode()),
-            (b"etag", etag(row["version"]).encode()),
-        ]
-        # The consistency token: the primary's WAL position after the commit.
-        async with self.acquire() as conn:
-            position = lsn.parse(await conn.fetchval(COMMIT_LSN_SQL))
-        headers.append((CONSISTENCY_TOKEN.lower().encode(), lsn.format_lsn(position).encode()))
-        return 201, dumps({name: row[name] for name in COLUMNS}), headers
+            position = _cursor_position(sort, values)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise BadRequest("The cursor is malformed.") from exc
+    sql, args = build_list_query(
+        visible_to=None if principal.reads_all else principal.id,
+        filters=EMPTY_FILTERS,
+        sort=SORTS[sort],
+        after=position,
+        limit=limit + 1,
+    )
+    async with resources.acquire() as conn:
+        rows = await fetch_page(conn, sql, args)
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = None
+    if has_more:
+        last = rows[-1]
+        values = orjson.loads(dumps([last[c] for c in SORTS[sort].columns] + [last["id"]]))
+        next_cursor = cursor.encode(resources.cursor_key, sort, FINGERPRINT, values)
+    meta = {"limit": limit, "has_more": has_more, "next_cursor": next_cursor}
+    body = dumps({"items": [dict(r) for r in rows], "meta": meta})
+    return Response(content=body, status_code=200, media_type=JSON)
 
 
-app = ReferenceApp()
+@app.get(PREFIX + "/{task_id}")
+async def get_task(request: Request) -> Response:
+    try:
+        task_id = uuid.UUID(request.path_params["task_id"])
+    except ValueError as exc:
+        raise _invalid("task_id", "must be a UUID") from exc
+    principal = await resources.principal(request)
+    async with resources.acquire() as conn:
+        row = await fetch_live(conn, task_id)
+    if row is None or not can_read(principal, row):
+        raise NotFound(f"Task {task_id} does not exist.")
+    tag = etag(row["version"])
+    if if_none_match_hit(request.headers.get("if-none-match"), row["version"]):
+        return Response(content=b"", status_code=304, headers={"etag": tag})
+    return Response(
+        content=dumps(dict(row)), status_code=200, headers={"etag": tag}, media_type=JSON
+    )
+
+
+@app.post(PREFIX)
+async def create_task(request: Request) -> Response:
+    data = parse_create(await request.body())
+    principal = await resources.principal(request)
+    values = {**data, "owner_id": principal.id}
+    del values["fields"]
+    async with resources.acquire() as conn, conn.transaction():
+        if data["assignee_id"] is not None:
+            found = await conn.fetchrow(ASSIGNEE_SQL, data["assignee_id"])
+            if found is None:
+                raise _invalid("assignee_id", "must be an existing, active user")
+        row = await conn.fetchrow(INSERT_SQL, *(values[name] for name in INSERT_PARAMS))
+        # The domain events and their outbox rows, in the same transaction.
+        events = EventRepository(DriverSession(conn))  # type: ignore[arg-type]
+        task = {name: row[name] for name in COLUMNS}
+        for kind, changed in (("task.created", data["fields"]), ("task.assigned", None)):
+            if changed is None and row["assignee_id"] is None:
+                continue
+            await events.record(
+                type=kind,
+                aggregate_type="task",
+                aggregate_id=row["id"],
+                actor_id=principal.id,
+                payload={"task": task, "changed": changed or ["assignee_id"]},
+            )
+    headers = {"location": f"{PREFIX}/{row['id']}", "etag": etag(row["version"])}
+    # The consistency token: the primary's WAL position after the commit.
+    async with resources.acquire() as conn:
+        position = lsn.parse(await conn.fetchval(COMMIT_LSN_SQL))
+    headers[CONSISTENCY_TOKEN.lower()] = lsn.format_lsn(position)
+    body = dumps({name: row[name] for name in COLUMNS})
+    return Response(content=body, status_code=201, headers=headers, media_type=JSON)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve the raw-asyncpg reference app.")
+    parser = argparse.ArgumentParser(description="Serve the minimal FastAPI reference app.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8102)
     args = parser.parse_args()

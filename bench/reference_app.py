@@ -61,7 +61,7 @@ from taskhub_api.errors import (
     field_error,
 )
 from taskhub_api.events.repository import EventRepository
-from taskhub_api.kit import cursor, lsn
+from taskhub_api.kit import cursor, heap, lsn
 from taskhub_api.kit.etag import etag, if_none_match_hit
 from taskhub_api.kit.jsonenc import dumps
 from taskhub_api.settings import Settings
@@ -279,6 +279,8 @@ resources = Resources()
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     await resources.open()
+    # The API's garbage-collector settings (a server-process setting, not app code).
+    heap.settle(resources.settings.gc_gen0_threshold)
     try:
         yield
     finally:

@@ -46,6 +46,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.CannotConnectNowError,
+    # The server closed the connection while it sat idle in the pool (terminated
+    # backend): asyncpg finds its protocol in the wrong state on the next query.
+    asyncpg.exceptions.InternalClientError,
     OSError,
     TimeoutError,  # command_timeout
 )

@@ -23,6 +23,7 @@ from taskhub_api.errors import AppError
 from taskhub_api.events.router import router as events_router
 from taskhub_api.health.router import ready
 from taskhub_api.health.router import router as health_router
+from taskhub_api.kit import heap
 from taskhub_api.kit.body_limit import BodyLimitMiddleware
 from taskhub_api.kit.response_headers import ResponseHeadersMiddleware
 from taskhub_api.kit.responses import JSONBytes
@@ -160,6 +161,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.token_verifier = TokenVerifier(settings.auth)
     app.state.migrations = SchemaVersion()
     await app.state.db.start()
+    heap.settle(settings.gc_gen0_threshold)
     try:
         yield
     finally:

@@ -175,6 +175,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Allocations between two collections of the youngest generation (Python: 700).
+    gc_gen0_threshold: int = Field(default=50_000, ge=100)
 
     db: DatabaseSettings = DatabaseSettings()
     auth: AuthSettings = AuthSettings()

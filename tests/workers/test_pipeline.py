@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import httpx
@@ -62,8 +63,15 @@ class TestWebhookDelivery:
         assert body["payload"]["task"]["id"] == task["id"]
         assert request.headers["Content-Type"] == "application/json"
 
-        log = await client.get(f"/api/v1/webhooks/{hook['id']}/deliveries", headers=owner.headers)
-        (delivery,) = log.json()["items"]
+        # The worker records the outcome after the receiver has answered.
+        async def delivered() -> dict[str, Any] | None:
+            log = await client.get(
+                f"/api/v1/webhooks/{hook['id']}/deliveries", headers=owner.headers
+            )
+            (item,) = log.json()["items"]
+            return item if item["status"] != "pending" else None
+
+        delivery = await wait_for(delivered, 10, "the delivery's outcome")
         assert delivery["id"] == request.headers["X-TaskHub-Delivery"]
         assert delivery["status"] == "succeeded"
         assert [a["response_status"] for a in delivery["attempts"]] == [200]

@@ -182,7 +182,15 @@ start_redis() {
   wait_for 15 redis_up
 }
 
-stop_redis() { stop_pid redis_pid TERM; }
+stop_redis() {
+  stop_pid redis_pid TERM
+  # Started by another checkout of the project on the same port (no pid file of ours):
+  # the port is the stack's, so stop what answers there all the same.
+  if redis_up; then
+    redis-cli -h "$host" -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
+    wait_for 15 bash -c "! redis-cli -h $host -p $redis_port ping" || true
+  fi
+}
 
 status() {
   local state

@@ -75,6 +75,7 @@ from taskhub_api.tasks.repository import (
     fetch_live,
     fetch_page,
 )
+from taskhub_api.tasks.service import parse_cursor_values
 from taskhub_api.users.models import Role, User
 from taskhub_api.users.repository import fetch_principal_row
 
@@ -197,25 +198,6 @@ def parse_create(body: bytes) -> dict[str, Any]:
         "due_at": _timestamp(data.get("due_at"), "due_at"),
         "assignee_id": assignee,
     }
-
-
-def _cursor_position(sort: str, values: list[Any]) -> list[Any]:
-    """The keyset position stored in a cursor (the service's parsing, for the sorts)."""
-    spec = SORTS[sort]
-    columns = (*spec.columns, "id")
-    if len(values) != len(columns):
-        raise ValueError("wrong number of values")
-    parsed: list[Any] = []
-    for column, value in zip(columns, values, strict=True):
-        if column == "id":
-            parsed.append(uuid.UUID(value))
-        elif column == "priority":
-            parsed.append(TaskPriority(value).value)
-        elif value is None and spec.nullable:
-            parsed.append(None)
-        else:
-            parsed.append(datetime.fromisoformat(value))
-    return parsed
 
 
 async def _no_reset(_: asyncpg.Connection) -> None:
@@ -342,7 +324,7 @@ async def list_tasks(request: Request) -> Response:
     if "cursor" in params:
         values = cursor.decode(resources.cursor_key, params["cursor"], sort, FINGERPRINT)
         try:
-            position = _cursor_position(sort, values)
+            position = parse_cursor_values(sort, values)
         except (ValueError, TypeError, AttributeError) as exc:
             raise BadRequest("The cursor is malformed.") from exc
     sql, args = build_list_query(

@@ -99,7 +99,7 @@ def _cursor_values(sort: str, row: Mapping[str, Any]) -> list[Any]:
     return as_json
 
 
-def _parse_cursor_values(sort: str, values: list[Any]) -> list[Any]:
+def parse_cursor_values(sort: str, values: list[Any]) -> list[Any]:
     columns = (*SORTS[sort].columns, "id")
     if len(values) != len(columns):
         raise ValueError("wrong number of values")
@@ -134,7 +134,7 @@ class TaskService:
         if after is not None:
             values = cursor.decode(cursor_key, after, sort, bound_to)
             try:
-                position = _parse_cursor_values(sort, values)
+                position = parse_cursor_values(sort, values)
             except (ValueError, TypeError, AttributeError) as exc:
                 message = "The cursor is malformed."
                 raise BadRequest(message, errors=[field_error("cursor", "is malformed")]) from exc

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.util import greenlet_spawn
 
 from taskhub_api.dbhealth import DatabaseMonitor
+from taskhub_api.dbpool import FairAsyncPool
 from taskhub_api.errors import ServiceUnavailable
 from taskhub_api.kit import lsn
 from taskhub_api.settings import DatabaseSettings
@@ -97,6 +98,7 @@ def create_engine(url: str, settings: DatabaseSettings) -> AsyncEngine:
         connect_args["prepared_statement_cache_size"] = 0
     return create_async_engine(
         url,
+        poolclass=FairAsyncPool,
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout,

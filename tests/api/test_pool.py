@@ -95,11 +95,19 @@ async def test_a_waiter_that_gives_up_loses_no_connection() -> None:
     queue: FairQueue[str] = FairQueue(maxsize=1)
     with pytest.raises(Empty):
         await greenlet_spawn(queue.get, True, 0.05)
+    # Cancelled while waiting: skipped when a connection comes back.
     cancelled = asyncio.create_task(greenlet_spawn(queue.get, True, 5.0))
     await asyncio.sleep(0)
     cancelled.cancel()
-    queue.put_nowait("conn")  # handed to the cancelled waiter, which passes it on
+    queue.put_nowait("conn")
+    assert await greenlet_spawn(queue.get, True, 0.5) == "conn"
+    # Handed the connection, then cancelled before it could run: it passes it on.
+    handed = asyncio.create_task(greenlet_spawn(queue.get, True, 5.0))
     await asyncio.sleep(0)
+    queue.put_nowait("conn")
+    handed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handed
     assert await greenlet_spawn(queue.get, True, 0.5) == "conn"
     assert not queue._waiters
 

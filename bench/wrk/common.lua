@@ -16,6 +16,20 @@ function M.prepare(fixtures_path, scenario, method, extra_headers)
   return requests
 end
 
+-- Installs wrk's hooks for a scenario: init prepares its requests, request rotates
+-- through them, done prints the summary.
+function M.scenario(name, method, extra_headers)
+  local requests, n = nil, 0
+  init = function(args)
+    requests = M.prepare(args[1], name, method, extra_headers)
+  end
+  request = function()
+    n = n % #requests + 1
+    return requests[n]
+  end
+  done = M.done
+end
+
 -- One line of JSON that bench/run.py parses. Latencies in microseconds; "status" is
 -- wrk's count of responses with a status >= 400.
 function M.done(summary, latency, requests)

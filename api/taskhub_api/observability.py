@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,10 @@ HTTP_DURATION = Histogram(
 )
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Generated ids: 32 hex digits, a random prefix per process and a counter (unique
+# without a system call per request, which uuid4() costs).
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4)))
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
@@ -68,14 +73,42 @@ def configure_logging(level: str, json_logs: bool) -> None:
 access_log = logging.getLogger("taskhub.access")
 
 
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
 def _route_template(scope: Scope) -> str:
     """The matched route as a template ("/api/v1/tasks/{task_id}"), so metrics keep a
     bounded label set; "unmatched" for 404s of unknown paths."""
-    if scope.get("route") is None:
+    template: str | None = getattr(scope.get("route"), "path_format", None)
+    if template is None:
         return "unmatched"
-    by_value = {str(v): k for k, v in scope.get("path_params", {}).items()}
-    segments = scope["path"].split("/")
-    return "/".join(f"{{{by_value[s]}}}" if s in by_value else s for s in segments)
+    # The route's own template lacks the prefixes of the routers that include it:
+    # those are the path's leading segments (prefixes have no parameters here).
+    path: str = scope["path"]
+    return path.rsplit("/", template.count("/"))[0] + template
+
+
+class _HTTPMetrics:
+    """The metric children per label set, looked up once (``labels()`` validates and
+    locks on every call)."""
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, method: str, route: str, status: int, elapsed: float) -> None:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                HTTP_REQUESTS.labels(method, route, str(status)),
+                HTTP_DURATION.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(elapsed)
+
+
+_http_metrics = _HTTPMetrics()
 
 
 class RequestContextMiddleware:
@@ -92,7 +125,7 @@ class RequestContextMiddleware:
         incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
             "latin-1"
         )
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _REQUEST_ID.match(incoming) else _new_request_id()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -113,8 +146,7 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
             method = scope["method"]
-            HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            HTTP_DURATION.labels(method, route).observe(elapsed)
+            _http_metrics.observe(method, route, status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "%s %s %s",

@@ -15,9 +15,6 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = HTTPException(
-            413, f"The request body exceeds the limit of {self.max_bytes} bytes."
-        )
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                 # Rejected before any byte of the body is read; rendered by the
@@ -29,12 +26,15 @@ class BodyLimitMiddleware:
         async def limited_receive() -> Message:
             nonlocal received
             if scope.get("taskhub.body_too_large"):
-                raise too_large
+                raise self._too_large()
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise too_large
+                    raise self._too_large()
             return message
 
         await self.app(scope, limited_receive, send)
+
+    def _too_large(self) -> HTTPException:
+        return HTTPException(413, f"The request body exceeds the limit of {self.max_bytes} bytes.")

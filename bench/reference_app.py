@@ -9,11 +9,10 @@ is not the framework:
   user row is read with ``fetch_principal_row`` on a connection of its own, released
   before the endpoint takes its connection (as the API's ``PrincipalResolver`` does);
 - list runs ``build_list_query`` and ``fetch_page``, get runs ``fetch_live``; create runs
-  the statements the API's write session sends, compiled once from the same SQLAlchemy
-  statements, in one transaction: BEGIN, [assignee check], INSERT task, the
-  event(s) of ``EventRepository.record`` (event, outbox row and pg_notify in one
-  statement each), COMMIT; then reads the
-  commit's WAL position on a second checkout for the ``Consistency-Token`` header;
+  the API's own driver statements in one transaction: BEGIN, [``ACTIVE_USER``, the
+  assignee check], ``INSERT``, the event(s) of ``record_event`` (event, outbox row
+  and pg_notify in one statement each), COMMIT; then reads the commit's WAL position
+  on a second checkout for the ``Consistency-Token`` header;
 - bodies are serialised with ``taskhub_api.kit.jsonenc.dumps``, in the same shape,
   with the same ETag, Location and status codes; cursors are the same signed cursors;
   errors are the same problem+json documents.
@@ -43,8 +42,6 @@ import asyncpg
 import orjson
 import uvicorn
 from fastapi import FastAPI, Request
-from sqlalchemy import TextClause, insert, select
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from starlette.responses import Response
 
 from taskhub_api.auth.principal import Principal
@@ -60,15 +57,16 @@ from taskhub_api.errors import (
     UnprocessableContent,
     field_error,
 )
-from taskhub_api.events.repository import EventRepository
+from taskhub_api.events.repository import record_event
 from taskhub_api.kit import cursor, heap, lsn
 from taskhub_api.kit.etag import etag, if_none_match_hit
 from taskhub_api.kit.jsonenc import dumps
 from taskhub_api.settings import Settings
-from taskhub_api.tasks.models import Task, TaskPriority, TaskStatus
+from taskhub_api.tasks.models import TaskPriority, TaskStatus
 from taskhub_api.tasks.policy import can_read
 from taskhub_api.tasks.repository import (
     COLUMNS,
+    INSERT,
     SORTS,
     TaskFilters,
     build_list_query,
@@ -76,8 +74,8 @@ from taskhub_api.tasks.repository import (
     fetch_page,
 )
 from taskhub_api.tasks.service import parse_cursor_values
-from taskhub_api.users.models import Role, User
-from taskhub_api.users.repository import fetch_principal_row
+from taskhub_api.users.models import Role
+from taskhub_api.users.repository import ACTIVE_USER, fetch_principal_row
 
 PREFIX = "/api/v1/tasks"
 JSON = "application/json"
@@ -89,40 +87,6 @@ CREATE_FIELDS = frozenset(
 )
 EMPTY_FILTERS = TaskFilters()
 FINGERPRINT = cursor.fingerprint(EMPTY_FILTERS.canonical())
-
-
-def _compiled(statement: Any) -> tuple[str, list[str]]:
-    """The SQL text and parameter order SQLAlchemy's asyncpg dialect sends."""
-    compiled = statement.compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
-    return str(compiled), list(compiled.positiontup or ())
-
-
-_RETURNING = [Task.__table__.c[name] for name in COLUMNS]
-INSERT_SQL, INSERT_PARAMS = _compiled(
-    insert(Task).values(**dict.fromkeys((*CREATE_FIELDS, "owner_id"))).returning(*_RETURNING)
-)
-ASSIGNEE_SQL, _ = _compiled(
-    select(User.id).where(User.id == uuid.UUID(int=0), User.disabled.is_(False))
-)
-
-
-class DriverSession:
-    """Stands in for the write session of ``EventRepository``: its statements run on
-    the asyncpg connection as SQLAlchemy's asyncpg dialect renders them."""
-
-    _compiled: dict[str, tuple[str, list[str]]] = {}  # noqa: RUF012 - a shared cache
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
-
-    async def execute(self, statement: TextClause, params: dict[str, Any]) -> None:
-        if not isinstance(statement, TextClause):
-            raise TypeError(f"unexpected statement {type(statement).__name__}")
-        compiled = self._compiled.get(statement.text)
-        if compiled is None:
-            compiled = self._compiled[statement.text] = _compiled(statement)
-        sql, names = compiled
-        await self.conn.execute(sql, *(params[name] for name in names))
 
 
 def _invalid(field: str, message: str) -> UnprocessableContent:
@@ -375,17 +339,17 @@ async def create_task(request: Request) -> Response:
     del values["fields"]
     async with resources.acquire() as conn, conn.transaction():
         if data["assignee_id"] is not None:
-            found = await conn.fetchrow(ASSIGNEE_SQL, data["assignee_id"])
+            found = await conn.fetchrow(ACTIVE_USER.sql, data["assignee_id"])
             if found is None:
                 raise _invalid("assignee_id", "must be an existing, active user")
-        row = await conn.fetchrow(INSERT_SQL, *(values[name] for name in INSERT_PARAMS))
+        row = await conn.fetchrow(INSERT.sql, *INSERT.args(values))
         # The domain events and their outbox rows, in the same transaction.
-        events = EventRepository(DriverSession(conn))  # type: ignore[arg-type]
         task = {name: row[name] for name in COLUMNS}
         for kind, changed in (("task.created", data["fields"]), ("task.assigned", None)):
             if changed is None and row["assignee_id"] is None:
                 continue
-            await events.record(
+            await record_event(
+                conn,
                 type=kind,
                 aggregate_type="task",
                 aggregate_id=row["id"],

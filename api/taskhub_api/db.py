@@ -10,7 +10,7 @@ replica or the primary, chosen per read from the WAL position the caller must se
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import asyncpg
 from prometheus_client import Counter
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
 
 from taskhub_api.dbhealth import DatabaseMonitor
@@ -33,11 +35,14 @@ from taskhub_api.kit import lsn
 from taskhub_api.settings import DatabaseSettings
 
 if TYPE_CHECKING:
+    from sqlalchemy.sql import ClauseElement
+
     from taskhub_api.cache import Cache
 
 T = TypeVar("T")
 
 DB_READS = Counter("taskhub_db_reads_total", "Reads by the endpoint that served them", ["target"])
+_READS_BY = {target: DB_READS.labels(target) for target in ("primary", "replica", "fallback")}
 
 # The connection (not the statement) failed: the connection is discarded, and a read
 # may be retried on the other endpoint.
@@ -227,7 +232,7 @@ class ReadEngine:
 
     async def run(self, query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``query`` on the driver connection (no ORM, no BEGIN: the hot path)."""
-        DB_READS.labels(self.target).inc()
+        _READS_BY[self.target].inc()
         if self.fallback is None:
             async with raw_connection(self.engine) as conn:
                 return await query(conn)
@@ -236,7 +241,7 @@ class ReadEngine:
                 return await query(conn)
         except _RETRYABLE_READ_ERRORS:
             self.monitor.nudge()
-        DB_READS.labels("fallback").inc()
+        _READS_BY["fallback"].inc()
         async with raw_connection(self.fallback) as conn:
             return await query(conn)
 
@@ -253,6 +258,47 @@ class Reads:
 
     def engine(self, floor: int = lsn.ZERO) -> ReadEngine:
         return self.db.reader(max(floor, self.client_lsn))
+
+
+@dataclass(frozen=True, slots=True)
+class DriverStatement:
+    """A statement built once, compiled once to the SQL and parameter order of the
+    asyncpg driver: what write paths run on the driver connection of their
+    transaction (``driver_connection``), skipping SQLAlchemy's per-execution work.
+    Statements built per call (updates of the changed columns) go through
+    ``session.execute`` instead, which caches their compilation."""
+
+    sql: str
+    names: tuple[str, ...]
+
+    @classmethod
+    def compile(cls, statement: ClauseElement) -> DriverStatement:
+        compiled = cast(SQLCompiler, statement.compile(dialect=_ASYNCPG))
+        return cls(str(compiled), tuple(compiled.positiontup or ()))
+
+    def args(self, values: Mapping[str, Any]) -> list[Any]:
+        return [values[name] for name in self.names]
+
+
+_ASYNCPG = asyncpg_dialect()  # type: ignore[no-untyped-call]
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under ``session``, inside the session's transaction
+    (BEGIN is sent now if the session has not sent a statement yet): what runs on it
+    commits or rolls back with the session.
+
+    Ask for it before each use: after a commit the session may be on another
+    connection, in a transaction not begun yet. SQLAlchemy's asyncpg adapter begins
+    its transaction lazily, on its first statement, through ``_start_transaction``;
+    ``tests/data/test_driver_writes.py`` holds that to SQLAlchemy's pinned version.
+    """
+    connection = await session.connection()
+    adapted: Any = (await connection.get_raw_connection()).dbapi_connection
+    if adapted._transaction is None:
+        await adapted._start_transaction()
+    driver: asyncpg.Connection = adapted.driver_connection
+    return driver
 
 
 @asynccontextmanager

@@ -7,9 +7,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from taskhub_api.db import DriverStatement, driver_connection
 from taskhub_api.events.models import PARTITIONS
 from taskhub_api.kit.jsonenc import dumps
 
@@ -20,8 +22,9 @@ RELAY_LOCK_NAMESPACE = 0x7A5C
 # The event, its outbox row and the relay's wake-up, in one round trip (PostgreSQL runs
 # data-modifying WITH clauses once, whether or not the main query reads them; the
 # notification is delivered only if the transaction commits).
-_RECORD = text(
-    """
+_RECORD = DriverStatement.compile(
+    text(
+        """
     WITH e AS (
         INSERT INTO event (id, type, aggregate_type, aggregate_id, actor_id, payload)
         VALUES (:id, :type, :aggregate_type, :aggregate_id, :actor_id, CAST(:payload AS jsonb))
@@ -31,6 +34,7 @@ _RECORD = text(
     )
     SELECT pg_notify(:channel, '')
     """
+    )
 )
 _COLUMNS = (
     "e.id, e.seq, e.type, e.aggregate_type, e.aggregate_id, e.occurred_at, e.actor_id, e.payload"
@@ -39,6 +43,32 @@ _COLUMNS = (
 
 def partition_of(aggregate_id: uuid.UUID) -> int:
     return aggregate_id.int % PARTITIONS
+
+
+async def record_event(
+    conn: asyncpg.Connection,
+    *,
+    type: str,
+    aggregate_type: str,
+    aggregate_id: uuid.UUID,
+    actor_id: uuid.UUID | None,
+    payload: Mapping[str, Any],
+) -> uuid.UUID:
+    """Writes the event and its outbox row in the transaction open on ``conn``; the
+    relay is woken when (and only if) that transaction commits."""
+    event_id = uuid.uuid4()
+    values = {
+        "id": event_id,
+        "type": type,
+        "aggregate_type": aggregate_type,
+        "aggregate_id": aggregate_id,
+        "actor_id": actor_id,
+        "payload": dumps(payload).decode(),
+        "partition": partition_of(aggregate_id),
+        "channel": NOTIFY_CHANNEL,
+    }
+    await conn.execute(_RECORD.sql, *_RECORD.args(values))
+    return event_id
 
 
 class EventRepository:
@@ -54,23 +84,15 @@ class EventRepository:
         actor_id: uuid.UUID | None,
         payload: Mapping[str, Any],
     ) -> uuid.UUID:
-        """Writes the event and its outbox row in the caller's transaction; the relay is
-        woken when (and only if) that transaction commits."""
-        event_id = uuid.uuid4()
-        await self.session.execute(
-            _RECORD,
-            {
-                "id": event_id,
-                "type": type,
-                "aggregate_type": aggregate_type,
-                "aggregate_id": aggregate_id,
-                "actor_id": actor_id,
-                "payload": dumps(payload).decode(),
-                "partition": partition_of(aggregate_id),
-                "channel": NOTIFY_CHANNEL,
-            },
+        """``record_event`` in the session's transaction."""
+        return await record_event(
+            await driver_connection(self.session),
+            type=type,
+            aggregate_type=aggregate_type,
+            aggregate_id=aggregate_id,
+            actor_id=actor_id,
+            payload=payload,
         )
-        return event_id
 
     async def get(self, event_id: uuid.UUID) -> dict[str, Any] | None:
         row = (

@@ -15,9 +15,10 @@ from datetime import datetime
 from typing import Any, cast
 
 import asyncpg
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from taskhub_api.db import DriverStatement, driver_connection
 from taskhub_api.tasks.models import Task
 
 COLUMNS = (
@@ -175,8 +176,22 @@ async def fetch_live(conn: asyncpg.Connection, task_id: uuid.UUID) -> asyncpg.Re
 
 
 _RETURNING = [Task.__table__.c[name] for name in COLUMNS]
-# Core, built once: the values arrive as parameters (no ORM bulk machinery per row).
-_INSERT = insert(cast(Table, Task.__table__)).returning(*_RETURNING)
+# What a create sets; the database fills in the rest (id, timestamps, version).
+INSERT_FIELDS = (
+    "owner_id",
+    "assignee_id",
+    "title",
+    "description",
+    "status",
+    "priority",
+    "labels",
+    "due_at",
+)
+INSERT = DriverStatement.compile(
+    insert(cast(Table, Task.__table__))
+    .values({name: bindparam(name) for name in INSERT_FIELDS})
+    .returning(*_RETURNING)
+)
 
 
 class TaskRepository:
@@ -184,7 +199,9 @@ class TaskRepository:
         self.session = session
 
     async def insert(self, values: dict[str, Any]) -> dict[str, Any]:
-        return dict((await self.session.execute(_INSERT, values)).mappings().one())
+        """The new task; ``values`` holds exactly ``INSERT_FIELDS``."""
+        conn = await driver_connection(self.session)
+        return dict(await conn.fetchrow(INSERT.sql, *INSERT.args(values)))
 
     async def get_for_update(
         self, task_id: uuid.UUID, *, deleted: bool = False

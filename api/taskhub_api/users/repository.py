@@ -10,10 +10,13 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskhub_api.auth.tokens import AccessClaims
+from taskhub_api.db import DriverStatement, driver_connection
 from taskhub_api.users.models import User
 
 # Built once (on the create path): the id arrives as a parameter.
-_ACTIVE_USER = select(User.id).where(User.id == bindparam("user_id"), User.disabled.is_(False))
+ACTIVE_USER = DriverStatement.compile(
+    select(User.id).where(User.id == bindparam("user_id"), User.disabled.is_(False))
+)
 
 
 class UserRepository:
@@ -60,8 +63,9 @@ class UserRepository:
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def active_assignee_exists(self, user_id: uuid.UUID) -> bool:
-        found = await self.session.execute(_ACTIVE_USER, {"user_id": user_id})
-        return found.first() is not None
+        conn = await driver_connection(self.session)
+        found = await conn.fetchrow(ACTIVE_USER.sql, *ACTIVE_USER.args({"user_id": user_id}))
+        return found is not None
 
 
 async def provision_external_user(

@@ -8,14 +8,21 @@ A lookup reads the global floor, the scope's watermark and the entry in one Lua 
 those and of the client's own consistency token. So an entry written before a write
 can never be served after it, and a client never sees data older than its own last
 write. Redis being down only means misses.
+
+Concurrent writes share their invalidation call (as a database shares a commit
+flush): while one call is in flight, the next writes gather into one batch, sent when
+it returns, and each write waits for its batch, so the marks are up before its
+response leaves. A batch raises all its scopes to its highest commit LSN: a mark set
+higher than a write needed only costs misses, never a stale hit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import Counter
 
@@ -60,6 +67,17 @@ class Lookup:
     value: bytes | None
 
 
+@dataclass(slots=True)
+class _Batch:
+    """Invalidations waiting for the next call to Redis."""
+
+    keys: set[str] = field(default_factory=set)
+    lsn: int = 0
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
 class Cache:
     def __init__(self, store: RedisStore, settings: CacheSettings) -> None:
         self.store = store
@@ -72,6 +90,8 @@ class Cache:
         # global floor as soon as Redis answers again. -1: a commit LSN is unknown,
         # the next known one is used.
         self._lost: int | None = None
+        self._pending: _Batch | None = None
+        self._flusher: asyncio.Task[None] | None = None
 
     def _scope_key(self, scope: str) -> str:
         return self.store.key("cache", scope, "mark")
@@ -114,18 +134,50 @@ class Cache:
             await self.store.call(lambda r: r.set(self._entry_key(scope, key), entry, ex=self.ttl))
 
     async def invalidate(self, scopes: Iterable[str], lsn: int | None) -> None:
-        """After a commit at ``lsn`` (None: unknown) touching ``scopes``."""
-        keys = [self._scope_key(scope) for scope in sorted(set(scopes))]
+        """After a commit at ``lsn`` (None: unknown) touching ``scopes``; returns once
+        the scopes' marks are raised (or the loss is recorded)."""
+        keys = {self._scope_key(scope) for scope in scopes}
         if not keys:
             return
         if lsn is None:
             self._lose(-1)
             return
+        batch = self._pending
+        if batch is None:
+            batch = self._pending = _Batch()
+        batch.keys |= keys
+        batch.lsn = max(batch.lsn, lsn)
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+        # Shielded: a cancelled request leaves the batch to finish for the others.
+        await asyncio.shield(batch.done)
+
+    async def _flush(self) -> None:
+        """Sends the pending batch, then the one that gathered meanwhile, until none
+        is left."""
         try:
-            await self._recover(lsn)
-            await self.store.call(lambda r: self._raise(keys=keys, args=[fixed_hex(lsn)], client=r))
+            while (batch := self._pending) is not None:
+                self._pending = None
+                try:
+                    await self._raise_marks(batch)
+                except BaseException as exc:
+                    batch.done.set_exception(exc)
+                    raise
+                batch.done.set_result(None)
+        finally:
+            self._flusher = None
+            if (left := self._pending) is not None:  # only after an unexpected error
+                self._pending = None
+                left.done.set_exception(RuntimeError("cache invalidation failed"))
+
+    async def _raise_marks(self, batch: _Batch) -> None:
+        try:
+            await self._recover(batch.lsn)
+            keys = sorted(batch.keys)
+            mark = fixed_hex(batch.lsn)
+            await self.store.call(lambda r: self._raise(keys=keys, args=[mark], client=r))
         except RedisUnavailable:
-            self._lose(lsn)
+            self._lose(batch.lsn)
 
     def _lose(self, lsn: int) -> None:
         if self._lost is None:

@@ -3,11 +3,17 @@ API going on without Redis (and coming back with it)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 
 import httpx
 import redis.asyncio as aioredis
 
+from taskhub_api.cache import Cache
+from taskhub_api.kit.lsn import fixed_hex
+from taskhub_api.redisstore import RedisStore
+from taskhub_api.settings import CacheSettings, RedisSettings
 from tests.data.conftest import (
     TOKEN_HEADER,
     Actor,
@@ -103,6 +109,46 @@ class TestCache:
             assert marks  # one watermark per scope, raised by each write
         finally:
             await client.aclose()
+
+
+class TestInvalidationBatches:
+    async def test_concurrent_writes_share_calls_and_each_waits_for_its_marks(self) -> None:
+        prefix = f"taskhub-test-batch-{uuid.uuid4().hex[:8]}:"
+        store = RedisStore(RedisSettings(url=REDIS_URL, key_prefix=prefix))
+        cache = Cache(store, CacheSettings())
+        client = aioredis.from_url(REDIS_URL)
+        writes = [({"all", f"u:{n % 7}"}, 1_000 + n) for n in range(40)]
+        late: list[int] = []
+
+        async def write(scopes: set[str], lsn: int) -> None:
+            await cache.invalidate(scopes, lsn)
+            # Returned: every mark of this write is up, whatever else is in flight.
+            for scope in scopes:
+                mark = await client.get(f"{prefix}cache:{scope}:mark")
+                if mark is None or mark.decode() < fixed_hex(lsn):
+                    late.append(lsn)
+
+        try:
+            await cache.invalidate({"all"}, 1)  # loads the script
+            await client.config_resetstat()
+            # Two waves of 20 concurrent writes, the second while the first one's call
+            # is in flight (or just back): one call per wave, not one per write.
+            first = [asyncio.create_task(write(*w)) for w in writes[:20]]
+            await asyncio.sleep(0)
+            await asyncio.gather(*(write(*w) for w in writes[20:]), *first)
+            stats = await client.info("commandstats")
+            assert stats["cmdstat_evalsha"]["calls"] == 2
+            assert late == []
+            marks = {
+                key.decode(): (await client.get(key)).decode()
+                async for key in client.scan_iter(f"{prefix}cache:*:mark")
+            }
+            assert marks[f"{prefix}cache:all:mark"] == fixed_hex(1_039)
+            assert len(marks) == 8
+        finally:
+            await client.delete(*[k async for k in client.scan_iter(f"{prefix}*")])
+            await client.aclose()
+            await store.close()
 
 
 class TestRedisDown:

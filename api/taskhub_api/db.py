@@ -281,6 +281,8 @@ class DriverStatement:
 
 
 _ASYNCPG = asyncpg_dialect()  # type: ignore[no-untyped-call]
+# Key of AsyncSession.info: the session transaction and the driver connection under it.
+_DRIVER = "driver_connection"
 
 
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
@@ -288,16 +290,22 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     (BEGIN is sent now if the session has not sent a statement yet): what runs on it
     commits or rolls back with the session.
 
-    Ask for it before each use: after a commit the session may be on another
-    connection, in a transaction not begun yet. SQLAlchemy's asyncpg adapter begins
-    its transaction lazily, on its first statement, through ``_start_transaction``;
-    ``tests/data/test_driver_writes.py`` holds that to SQLAlchemy's pinned version.
+    Looked up once per transaction of the session: after a commit the session may be
+    on another connection, in a transaction not begun yet. SQLAlchemy's asyncpg
+    adapter begins its transaction lazily, on its first statement, through
+    ``_start_transaction``; ``tests/api/test_driver_writes.py`` holds that to
+    SQLAlchemy's pinned version.
     """
+    known = session.info.get(_DRIVER)
+    if known is not None and known[0] is session.sync_session.get_transaction():
+        driver: asyncpg.Connection = known[1]
+        return driver
     connection = await session.connection()
     adapted: Any = (await connection.get_raw_connection()).dbapi_connection
     if adapted._transaction is None:
         await adapted._start_transaction()
-    driver: asyncpg.Connection = adapted.driver_connection
+    driver = adapted.driver_connection
+    session.info[_DRIVER] = (session.sync_session.get_transaction(), driver)
     return driver
 
 

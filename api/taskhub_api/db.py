@@ -303,7 +303,13 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     connection = await session.connection()
     adapted: Any = (await connection.get_raw_connection()).dbapi_connection
     if adapted._transaction is None:
-        await adapted._start_transaction()
+        try:
+            await adapted._start_transaction()
+        except Exception as exc:
+            # Only the connection fails a BEGIN: discard it and fail as SQLAlchemy does
+            # for a lost connection (answered 503), not with the adapter's raw error.
+            await connection.invalidate(exc)
+            raise sa_exc.DBAPIError("BEGIN", None, exc, connection_invalidated=True) from exc
     driver = adapted.driver_connection
     session.info[_DRIVER] = (session.sync_session.get_transaction(), driver)
     return driver

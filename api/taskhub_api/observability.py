@@ -32,9 +32,19 @@ HTTP_DURATION = Histogram(
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Generated ids: 32 hex digits, a random prefix per process and a counter (unique
-# without a system call per request, which uuid4() costs).
-_ID_PREFIX = os.urandom(8).hex()
-_ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4)))
+# without a system call per request, which uuid4() costs). A forked child draws its own.
+_ID_PREFIX = ""
+_ID_COUNTER = itertools.count()
+
+
+def _reseed_request_ids() -> None:
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX = os.urandom(8).hex()
+    _ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4)))
+
+
+_reseed_request_ids()
+os.register_at_fork(after_in_child=_reseed_request_ids)
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 

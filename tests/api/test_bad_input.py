@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
+from taskhub_api.observability import _new_request_id
 from tests.api.conftest import NewUser, create_task
 
 TASKS = "/api/v1/tasks"
@@ -144,6 +146,22 @@ class TestOperationalEndpoints:
         hostile = await client.get("/health/live", headers={"X-Request-ID": "a b\tc"})
         assert hostile.headers["x-request-id"] != "a b\tc"
         assert len(hostile.headers["x-request-id"]) == 32
+        generated = [(await client.get("/health/live")).headers["x-request-id"] for _ in range(3)]
+        assert len({*generated, hostile.headers["x-request-id"]}) == 4
+
+    def test_a_forked_process_generates_other_request_ids(self) -> None:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its next id, to the parent
+            os.write(write, _new_request_id().encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        child = os.read(read, 64).decode()
+        os.close(read)
+        os.close(write)
+        mine = _new_request_id()
+        assert len(child) == len(mine) == 32
+        assert child[:16] != mine[:16]  # another per-process prefix
 
     async def test_metrics_use_route_templates(
         self, client: httpx.AsyncClient, new_user: NewUser

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
 from taskhub_api.db import Database, WriteSession, driver_connection
@@ -99,3 +101,30 @@ async def test_task_insert_returns_the_row_as_the_api_serves_it(
     assert {k: row[k] for k in values} == values
     assert row["version"] == 1
     assert isinstance(row["id"], uuid.UUID)
+
+
+async def test_a_connection_lost_before_begin_is_discarded_and_reported_as_lost(
+    app: FastAPI,
+) -> None:
+    db: Database = app.state.db
+    url = db.primary.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with pytest.raises(sa_exc.DBAPIError) as lost:
+        async with db.transaction() as session:
+            await session.connection()  # checked out; nothing sent yet
+            killer = await asyncpg.connect(url)
+            try:
+                await killer.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name = 'taskhub' "
+                    "AND state = 'idle' AND pid <> pg_backend_pid()"
+                )
+            finally:
+                await killer.close()
+            await driver_connection(session)
+    # What the app's handler answers with 503, and the next unit of work gets a
+    # working connection.
+    assert lost.value.connection_invalidated
+    aggregate = uuid.uuid4()
+    async with db.transaction() as session:
+        await _record(session, aggregate)
+    assert await _events_of(db, aggregate) == 1

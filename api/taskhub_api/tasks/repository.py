@@ -176,17 +176,8 @@ async def fetch_live(conn: asyncpg.Connection, task_id: uuid.UUID) -> asyncpg.Re
 
 
 _RETURNING = [Task.__table__.c[name] for name in COLUMNS]
-# What a create sets; the database fills in the rest (id, timestamps, version).
-INSERT_FIELDS = (
-    "owner_id",
-    "assignee_id",
-    "title",
-    "description",
-    "status",
-    "priority",
-    "labels",
-    "due_at",
-)
+# What a create sets; the database fills in the rest.
+INSERT_FIELDS = tuple(c for c in COLUMNS if c not in ("id", "created_at", "updated_at", "version"))
 INSERT = DriverStatement.compile(
     insert(cast(Table, Task.__table__))
     .values({name: bindparam(name) for name in INSERT_FIELDS})

@@ -31,7 +31,7 @@ from sqlalchemy.util import greenlet_spawn
 from taskhub_api.dbhealth import DatabaseMonitor
 from taskhub_api.dbpool import FairAsyncPool
 from taskhub_api.errors import ServiceUnavailable
-from taskhub_api.kit import lsn
+from taskhub_api.kit import greenlets, lsn
 from taskhub_api.settings import DatabaseSettings
 
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ class ReadSession(AsyncSession):
 
 
 def create_engine(url: str, settings: DatabaseSettings) -> AsyncEngine:
+    greenlets.install()  # SQLAlchemy's greenlet bridge reuses its greenlets
     connect_args: dict[str, Any] = {
         "timeout": settings.connect_timeout,
         "command_timeout": settings.command_timeout,

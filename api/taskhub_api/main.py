@@ -27,6 +27,7 @@ from taskhub_api.kit import heap
 from taskhub_api.kit.body_limit import BodyLimitMiddleware
 from taskhub_api.kit.response_headers import ResponseHeadersMiddleware
 from taskhub_api.kit.responses import JSONBytes
+from taskhub_api.kit.routing import add_routers
 from taskhub_api.observability import RequestContextMiddleware, configure_logging
 from taskhub_api.ratelimit.clientip import ClientAddressResolver
 from taskhub_api.ratelimit.limiter import RateLimiter
@@ -197,10 +198,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.add_exception_handler(unavailable, _database_unavailable)
 
-    # The hot routes first: routing tries routers in order.
-    for router in (tasks_router, events_router, users_router, auth_router, webhooks_router):
-        app.include_router(router, prefix="/api/v1")
-    app.include_router(health_router)
+    # The hot routes first: routing tries routes in order.
+    add_routers(
+        app,
+        tasks_router,
+        events_router,
+        users_router,
+        auth_router,
+        webhooks_router,
+        health_router,
+    )
     app.add_api_route(
         "/health", ready, methods=["GET"], tags=["health"], summary="Alias of /health/ready"
     )

@@ -2,16 +2,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import Depends, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from taskhub_api.auth.schemas import RefreshRequest, TokenPair
 from taskhub_api.auth.service import auth_service
 from taskhub_api.deps import SettingsDep, WriteSessionDep
+from taskhub_api.kit.routing import planned_router
 from taskhub_api.ratelimit.deps import LoginRateLimit
 from taskhub_api.users.schemas import UserCreate, UserRead
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = planned_router("/api/v1/auth", "auth")
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserRead)

@@ -3,14 +3,15 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from taskhub_api.auth.deps import CurrentPrincipal
 from taskhub_api.deps import ReadSessionDep, SettingsDep
 from taskhub_api.events.schemas import EventPage, EventRead
 from taskhub_api.events.service import event_service
+from taskhub_api.kit.routing import planned_router
 
-router = APIRouter(prefix="/tasks", tags=["events"])
+router = planned_router("/api/v1/tasks", "events")
 
 
 @router.get("/{task_id}/events", response_model=EventPage)

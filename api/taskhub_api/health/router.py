@@ -2,14 +2,15 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from sqlalchemy import text
 
 from taskhub_api.deps import DatabaseDep
 from taskhub_api.kit.responses import JSONBytes
+from taskhub_api.kit.routing import planned_router
 from taskhub_api.redisstore import RedisStore
 
-router = APIRouter(prefix="/health", tags=["health"])
+router = planned_router("/health", "health")
 
 
 @router.get("/live")

@@ -3,14 +3,15 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from taskhub_api.auth.deps import AdminPrincipal, CurrentPrincipal
 from taskhub_api.deps import ReadSessionDep, SettingsDep, WriteSessionDep
+from taskhub_api.kit.routing import planned_router
 from taskhub_api.users.schemas import UserPage, UserRead, UserUpdate
 from taskhub_api.users.service import user_service
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = planned_router("/api/v1/users", "users")
 
 
 @router.get("/me", response_model=UserRead)

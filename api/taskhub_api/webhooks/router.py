@@ -3,10 +3,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import Query, Response, status
 
 from taskhub_api.auth.deps import CurrentPrincipal, WriterPrincipal
 from taskhub_api.deps import ReadSessionDep, SettingsDep, WriteSessionDep
+from taskhub_api.kit.routing import planned_router
 from taskhub_api.webhooks.schemas import (
     DeliveryPage,
     DeliveryRead,
@@ -17,7 +18,7 @@ from taskhub_api.webhooks.schemas import (
 )
 from taskhub_api.webhooks.service import webhook_service
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+router = planned_router("/api/v1/webhooks", "webhooks")
 Limit = Annotated[int, Query(ge=1, le=100)]
 Cursor = Annotated[str | None, Query(max_length=1024)]
 

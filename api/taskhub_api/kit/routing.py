@@ -284,8 +284,6 @@ class PlannedRoute(APIRoute):
         if planned is None:
             return super().get_route_handler()
 
-        body = planned.body
-
         async def endpoint(request: Request, body: Any = _UNDEFINED) -> Any:
             errors: list[Any] = []
             values = await planned.solve(request, errors, body)
@@ -298,7 +296,7 @@ class PlannedRoute(APIRoute):
         # it after the dependencies, where FastAPI would).
         keyword = inspect.Parameter.KEYWORD_ONLY
         parameters = [inspect.Parameter("request", keyword, annotation=Request)]
-        if body is not None:
+        if planned.body is not None:
             parameters.append(
                 inspect.Parameter(
                     "body", keyword, default=_UNDEFINED, annotation=Annotated[Any, Body()]

@@ -1,4 +1,5 @@
-"""Alembic environment: async engine from TASKHUB_DB__URL (or -x url=...)."""
+"""Alembic environment: async engine from TASKHUB_DB__URL (or -x url=...), or the
+connection `taskhub migrate` hands over (``config.attributes["connection"]``)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,10 @@ import asyncio
 from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy import pool
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from taskhub_api.models import Base
+from taskhub_api.schema import lock_migrations, migration_engine
 from taskhub_api.settings import get_settings
 
 config = context.config
@@ -36,17 +36,19 @@ def run_migrations_offline() -> None:
 
 def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata)
+    # One transaction for the whole run (Alembic's, or the caller's: then this one is a
+    # no-op and the caller commits). The advisory lock is transaction-level and taken
+    # before Alembic reads alembic_version, so a plain `alembic upgrade` waits for a
+    # running `taskhub migrate` (and the reverse) and then sees its result; taking it
+    # again in the caller's transaction is harmless (it is re-entrant). No revision may
+    # use autocommit_block(): it would commit, and so release the lock, mid-run.
     with context.begin_transaction():
+        lock_migrations(connection)
         context.run_migrations()
 
 
 async def run_migrations_online() -> None:
-    # Migrations may run through PgBouncer in transaction mode: no statement cache.
-    engine = create_async_engine(
-        _url(),
-        poolclass=pool.NullPool,
-        connect_args={"statement_cache_size": 0, "prepared_statement_cache_size": 0},
-    )
+    engine = migration_engine(_url())
     async with engine.connect() as connection:
         await connection.run_sync(_run)
     await engine.dispose()
@@ -54,5 +56,7 @@ async def run_migrations_online() -> None:
 
 if context.is_offline_mode():
     run_migrations_offline()
+elif isinstance(given := config.attributes.get("connection"), Connection):
+    _run(given)
 else:
     asyncio.run(run_migrations_online())

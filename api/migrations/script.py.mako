@@ -14,6 +14,10 @@ revision: str = ${repr(up_revision)}
 down_revision: str | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+# "expand" (the default: the previous release keeps working on the new schema) or
+# "contract" (drops or tightens what the previous release still uses): `taskhub migrate
+# --phase expand` stops before it; `--phase contract` runs it once no old code is left.
+# phase = "contract"
 
 
 def upgrade() -> None:

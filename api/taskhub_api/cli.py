@@ -11,8 +11,15 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from taskhub_api.schema import PHASES, Phase
 from taskhub_api.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from taskhub_api.schema import SchemaVersion
 
 
 def _generate_password() -> str:
@@ -81,12 +88,62 @@ async def bootstrap_admin(settings: Settings, credentials_file: Path) -> None:
         await db.dispose()
 
 
-def migrate() -> None:
+def migrate(phase: Phase) -> None:
+    """Upgrade to the phase's target under the migration lock; on failure exit 1 with
+    one line (no traceback: a Job's log should say what is wrong, not where)."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from taskhub_api.observability import configure_logging
+    from taskhub_api.schema import MigrationHistoryError, SchemaVersion
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    try:
+        asyncio.run(_migrate(settings.db.url, SchemaVersion(), phase))
+    except OSError as exc:  # refused, unresolvable, timed out
+        sys.exit(f"taskhub migrate: cannot reach the database: {exc}")
+    except (SQLAlchemyError, CommandError, MigrationHistoryError) as exc:
+        sys.exit(f"taskhub migrate: {str(exc).splitlines()[0]}")
+
+
+async def _migrate(url: str, versions: SchemaVersion, phase: Phase) -> None:
+    from taskhub_api.schema import log, migration_engine
+
+    engine = migration_engine(url)
+    try:
+        # The lock, the reading of the revision and every revision share this one
+        # transaction (see lock_migrations); it commits when the block exits.
+        async with engine.connect() as conn, conn.begin():
+            outcome = await conn.run_sync(_upgrade_locked, versions, phase)
+    finally:
+        await engine.dispose()
+    log.info(outcome)
+
+
+def _upgrade_locked(connection: Connection, versions: SchemaVersion, phase: Phase) -> str:
     from alembic import command
+    from alembic.runtime.migration import MigrationContext
 
-    from taskhub_api.schema import alembic_config
+    from taskhub_api.schema import MigrationHistoryError, alembic_config, lock_migrations
 
-    command.upgrade(alembic_config(get_settings().db.url), "head")
+    lock_migrations(connection)
+    # Only now: whoever held the lock may have moved the schema on.
+    heads = MigrationContext.configure(connection).get_current_heads()
+    if len(heads) > 1:
+        raise MigrationHistoryError(f"the database is at several revisions: {heads}")
+    current = heads[0] if heads else None
+    target = versions.target(current, phase)
+    left = [rev.revision for rev in versions.pending(target)]
+    later = f"; {len(left)} from {left[0]} (contract) on wait for --phase contract" if left else ""
+    if current is not None and current not in versions.known:
+        return f"schema at {current} is ahead of this release (head {versions.head}): nothing to do"
+    if target is None or target == current:
+        return f"schema already at {current or 'nothing'}: nothing to do{later}"
+    config = alembic_config()
+    config.attributes["connection"] = connection  # env.py runs in our transaction
+    command.upgrade(config, target)
+    return f"schema upgraded from {current or 'nothing'} to {target}{later}"
 
 
 def serve_api(host: str, port: int, workers: int, reload: bool) -> None:
@@ -118,7 +175,16 @@ def main(argv: list[str] | None = None) -> None:
     api.add_argument("--port", type=int, default=8000)
     api.add_argument("--workers", type=int, default=1)
     api.add_argument("--reload", action="store_true")
-    commands.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
+    migration = commands.add_parser(
+        "migrate", help="apply database migrations (under a lock; to head by default)"
+    )
+    migration.add_argument(
+        "--phase",
+        choices=PHASES,
+        default="contract",
+        help="expand: stop before the first contract revision (old code still runs); "
+        "contract (the default): everything, to head",
+    )
     admin = commands.add_parser("bootstrap-admin", help="create the bootstrap admin user")
     admin.add_argument("--credentials-file", type=Path, default=Path(".local/admin-credentials"))
     worker = commands.add_parser("worker", help="run a Celery worker (background jobs)")
@@ -141,17 +207,26 @@ def main(argv: list[str] | None = None) -> None:
     dlq.add_argument("action", choices=("list", "replay", "purge"))
     dlq.add_argument("queue", help="notifications, webhooks, maintenance or taskhub.dispatch")
     dlq.add_argument("--limit", type=int, default=None)
-    commands.add_parser("operator", help="not available in this release")
+    operator = commands.add_parser(
+        "operator", help="run the Kubernetes operator (rollouts gated on migrations, scaling)"
+    )
+    operator.add_argument("--namespace", help="namespace to watch (default: the pod's own)")
+    operator.add_argument("--liveness-port", type=int, default=8081, help="0 serves no /healthz")
+    operator.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
 
     if args.command == "api":
         serve_api(args.host, args.port, args.workers, args.reload)
     elif args.command == "migrate":
-        migrate()
+        migrate(args.phase)
     elif args.command == "bootstrap-admin":
         asyncio.run(bootstrap_admin(get_settings(), args.credentials_file))
     elif args.command in ("worker", "relay", "beat", "dlq"):
         _async_layer(args)
+    elif args.command == "operator":
+        from taskhub_operator.main import run as run_operator
+
+        run_operator(args.namespace, args.liveness_port, get_settings().log_json, args.verbose)
     else:
         sys.exit(f"taskhub {args.command}: not available in this release")
 

@@ -79,6 +79,7 @@ def free_port() -> int:
 class Broker:
     port: int
     directory: Path
+    management_port: int | None = None  # the management HTTP API, when set
 
     def ctl(self, *args: str, timeout: float = 60) -> str:
         result = subprocess.run(
@@ -91,8 +92,14 @@ class Broker:
         return result.stdout
 
     def start(self) -> None:
+        env = dict(os.environ)
+        if self.management_port is not None:
+            env["MANAGEMENT_PORT"] = str(self.management_port)
         subprocess.run(
-            [NODE_SCRIPT, "start", str(self.directory), str(self.port)], check=True, timeout=120
+            [NODE_SCRIPT, "start", str(self.directory), str(self.port)],
+            check=True,
+            timeout=120,
+            env=env,
         )
 
     def stop(self) -> None:

@@ -8,14 +8,14 @@ these tests treat unknown fields as errors, as `kubectl --validate=strict`.
 
 from __future__ import annotations
 
-import copy
+import re
 from functools import cache
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
-from chart_helpers import CRD_DIR, Rendered
+from chart_helpers import CRD_DIR, Rendered, forbid_unknown_fields, parse, render
 
 CRD_FILES = {
     ("postgresql.cnpg.io", "Cluster"): "postgresql.cnpg.io_clusters.yaml",
@@ -27,35 +27,6 @@ CRD_FILES = {
     ("monitoring.coreos.com", "PodMonitor"): "monitoring.coreos.com_podmonitors.yaml",
     ("monitoring.coreos.com", "PrometheusRule"): "monitoring.coreos.com_prometheusrules.yaml",
 }
-
-
-def forbid_unknown_fields(schema: dict[str, Any]) -> dict[str, Any]:
-    """Close every object schema that Kubernetes would prune."""
-    schema = copy.deepcopy(schema)
-    # The API server always accepts these at the root, listed or not.
-    implicit = {
-        "apiVersion": {"type": "string"},
-        "kind": {"type": "string"},
-        "metadata": {"type": "object"},
-    }
-    schema["properties"] = {**implicit, **schema.get("properties", {})}
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if (
-                "properties" in node
-                and "additionalProperties" not in node
-                and not node.get("x-kubernetes-preserve-unknown-fields")
-            ):
-                node["additionalProperties"] = False
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(schema)
-    return schema
 
 
 @cache
@@ -179,3 +150,29 @@ class TestPlatformShape:
     def test_rabbitmq(self, rendered: Rendered) -> None:
         clusters = rendered.of_kind("RabbitmqCluster")
         assert len(clusters) == (1 if rendered.values["rabbitmq"]["enabled"] else 0)
+
+    def test_rabbitmq_exposes_the_management_api(self, rendered: Rendered) -> None:
+        """The TaskHub operator reads queue depth from the management API on
+        15672 of the cluster's Service. The plugin is always on (the CRD calls
+        rabbitmq_management essential) and the Service has the port unless
+        non-TLS listeners are disabled or the Service is overridden."""
+        schema = validator("rabbitmq.com", "RabbitmqCluster", "v1beta1").schema
+        plugins = schema["properties"]["spec"]["properties"]["rabbitmq"]["properties"][
+            "additionalPlugins"
+        ]
+        assert "essential plugins: rabbitmq_management" in plugins["description"]
+        for cluster in rendered.of_kind("RabbitmqCluster"):
+            spec = cluster["spec"]
+            assert spec.get("tls", {}).get("disableNonTLSListeners") is not True
+            assert "service" not in spec.get("override", {})
+            assert spec.get("service", {}).get("type", "ClusterIP") == "ClusterIP"
+            config = spec.get("rabbitmq", {}).get("additionalConfig", "")
+            assert not re.search(r"^\s*management\.(tcp|listener)\.", config, re.MULTILINE)
+
+    def test_a_disabled_management_listener_is_caught(self) -> None:
+        objects, _ = parse(
+            render({"rabbitmq": {"additionalConfig": "management.tcp.port = 15999"}})
+        )
+        (cluster,) = [o for o in objects if o["kind"] == "RabbitmqCluster"]
+        config = cluster["spec"]["rabbitmq"]["additionalConfig"]
+        assert re.search(r"^\s*management\.(tcp|listener)\.", config, re.MULTILINE)

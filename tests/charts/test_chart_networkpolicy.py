@@ -6,14 +6,25 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import pytest
-from chart_helpers import NAMESPACE, Manifest, Rendered, selector_matches
+from chart_helpers import (
+    NAMESPACE,
+    Manifest,
+    Rendered,
+    chart,
+    operator_migration_job,
+    parse,
+    render,
+    selector_matches,
+)
 
 THIS_NS = {"kubernetes.io/metadata.name": NAMESPACE}
 INGRESS_NS = {"kubernetes.io/metadata.name": "ingress-nginx"}
 KUBE_SYSTEM = {"kubernetes.io/metadata.name": "kube-system"}
 CNPG_NS = {"kubernetes.io/metadata.name": "cnpg-system"}
+MONITORING_NS = {"kubernetes.io/metadata.name": "monitoring"}
 
 
 @dataclass(frozen=True)
@@ -113,8 +124,15 @@ def allowed(
 def app_pod(rendered: Rendered, name: str, kind: str = "Deployment") -> Endpoint:
     obj = rendered.get(kind, name)
     if obj is None and kind == "Deployment":
-        obj = next(j for j in rendered.of_kind("Job") if j["metadata"]["name"].startswith(name))
+        obj = next(
+            (j for j in rendered.of_kind("Job") if j["metadata"]["name"].startswith(name)), None
+        )
+    if obj is None and name.endswith("-migrate") and rendered.operator_mode:
+        # The operator's Job, with the labels the operator gives it.
+        obj = operator_migration_job(rendered)
     assert obj is not None, name
+    if obj["kind"] == "Pod":
+        return Endpoint(obj["metadata"]["labels"])
     return Endpoint(obj["spec"]["template"]["metadata"]["labels"])
 
 
@@ -247,3 +265,104 @@ class TestPaths:
     def test_api_has_no_general_internet_egress(self, policies_on: Rendered) -> None:
         api = app_pod(policies_on, "taskhub-api")
         assert not allowed(policies_on, api, Endpoint(ip="93.184.216.34"), 80)
+
+
+API_SERVER = Endpoint(ip="10.96.0.1")
+PUBLIC = Endpoint(ip="93.184.216.34")
+
+
+def first_ip(cidrs: list[str]) -> str:
+    return str(ipaddress.ip_network(cidrs[0])[1])
+
+
+class TestOperatorPaths:
+    """The TaskHub operator and the `helm test` Pod (operator mode)."""
+
+    def operator(self, rendered: Rendered) -> Endpoint | None:
+        if not rendered.operator_mode:
+            assert rendered.get("Deployment", "taskhub-operator") is None
+            assert rendered.get("NetworkPolicy", "taskhub-operator") is None
+            return None
+        return app_pod(rendered, "taskhub-operator")
+
+    def test_operator_reaches_the_api_server_and_dns(self, policies_on: Rendered) -> None:
+        operator = self.operator(policies_on)
+        if operator is None:
+            return
+        for port in policies_on.values["networkPolicy"]["kubeApiServer"]["ports"]:
+            assert allowed(policies_on, operator, API_SERVER, port)
+        assert allowed(policies_on, operator, DNS, 53, "UDP")
+        assert not allowed(policies_on, operator, API_SERVER, 80)
+
+    def test_operator_reaches_the_management_api_only(self, policies_on: Rendered) -> None:
+        operator = self.operator(policies_on)
+        if operator is None:
+            return
+        v = policies_on.values
+        if v["rabbitmq"]["enabled"]:
+            # Both ends: the operator's egress and RabbitMQ's ingress.
+            assert allowed(policies_on, operator, RABBITMQ, 15672)
+            assert not allowed(policies_on, operator, RABBITMQ, 5672)
+        else:
+            url = urlsplit(v["operator"]["rabbitmq"]["managementUrl"])
+            port = url.port or (443 if url.scheme == "https" else 80)
+            broker = Endpoint(ip=first_ip(v["externalBroker"]["egressCidrs"]))
+            assert allowed(policies_on, operator, broker, port)
+            assert not allowed(policies_on, operator, broker, v["externalBroker"]["port"])
+        # (The API server's CIDRs may be 0.0.0.0/0, but only on its ports.)
+        assert not allowed(policies_on, operator, PUBLIC, 80)
+        if v["postgresql"]["enabled"]:
+            assert not allowed(policies_on, operator, PG, 5432)
+
+    def test_only_monitoring_reaches_the_operator(self, policies_on: Rendered) -> None:
+        operator = self.operator(policies_on)
+        if operator is None:
+            return
+        prometheus = Endpoint({"app.kubernetes.io/name": "prometheus"}, MONITORING_NS)
+        assert allowed(policies_on, prometheus, operator, 8080)
+        assert not allowed(policies_on, prometheus, operator, 8081)
+        assert not allowed(policies_on, INGRESS_CONTROLLER, operator, 8080)
+        assert not allowed(policies_on, app_pod(policies_on, "taskhub-api"), operator, 8080)
+
+    def test_other_app_pods_never_reach_the_management_api(self, policies_on: Rendered) -> None:
+        if not policies_on.values["rabbitmq"]["enabled"]:
+            return
+        for name in ("taskhub-api", "taskhub-relay", "taskhub-test"):
+            kind = "Pod" if name == "taskhub-test" else "Deployment"
+            assert not allowed(policies_on, app_pod(policies_on, name, kind), RABBITMQ, 15672)
+
+    def test_operator_migration_pods_reach_the_primary(self, policies_on: Rendered) -> None:
+        if not (policies_on.operator_mode and policies_on.values["postgresql"]["enabled"]):
+            return
+        for phase in ("expand", "contract"):
+            job = operator_migration_job(policies_on, phase)
+            pod = Endpoint(job["spec"]["template"]["metadata"]["labels"])
+            assert allowed(policies_on, pod, PG, 5432), phase
+            assert allowed(policies_on, pod, DNS, 53, "UDP"), phase
+            assert not allowed(policies_on, pod, POOLER_RW, 5432), phase
+
+    def test_helm_test_pod_reaches_the_api(self, policies_on: Rendered) -> None:
+        test_pod = app_pod(policies_on, "taskhub-test", kind="Pod")
+        api = app_pod(policies_on, "taskhub-api")
+        assert allowed(policies_on, test_pod, api, 8000)
+        assert allowed(policies_on, test_pod, DNS, 53, "UDP")
+        assert not allowed(policies_on, test_pod, app_pod(policies_on, "taskhub-relay"), 8000)
+        assert not allowed(policies_on, test_pod, PUBLIC, 443)
+        if policies_on.values["rabbitmq"]["enabled"]:
+            assert not allowed(policies_on, test_pod, RABBITMQ, 5672)
+
+
+class TestOtherReleaseNames:
+    """The operator labels its Jobs with the TaskHub's name (the full name),
+    which differs from the release name unless the release contains "taskhub"."""
+
+    def test_operator_migration_pods_of_release_prod(self) -> None:
+        objects, _ = parse(render({}, name="prod"))
+        rendered = Rendered("prod", chart().merge_values({}), objects, "")
+        taskhub = rendered.taskhub()
+        assert taskhub is not None
+        assert taskhub["metadata"]["name"] == "prod-taskhub"
+        pod = Endpoint(operator_migration_job(rendered)["spec"]["template"]["metadata"]["labels"])
+        primary = Endpoint({"cnpg.io/cluster": "prod-taskhub-pg", "cnpg.io/podRole": "instance"})
+        assert allowed(rendered, pod, primary, 5432)
+        assert allowed(rendered, pod, DNS, 53, "UDP")

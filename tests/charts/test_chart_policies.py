@@ -7,7 +7,7 @@ from collections import Counter
 
 from chart_helpers import Manifest, Rendered, selector_matches
 
-APP_COMPONENTS = {"api", "worker", "relay", "beat", "migrate"}
+APP_COMPONENTS = {"api", "worker", "relay", "beat", "migrate", "operator", "test"}
 TMP = "/tmp"  # noqa: S108 - the emptyDir mount point, not a temp file
 
 
@@ -57,6 +57,8 @@ class TestObjects:
 class TestWorkloads:
     def test_selectors_match_pod_labels_without_versions(self, rendered: Rendered) -> None:
         for workload, pod in rendered.pod_templates():
+            if workload["kind"] in ("Pod", "TaskHub"):
+                continue
             selector = workload["spec"].get("selector")
             if workload["kind"] == "Job":
                 assert selector is None
@@ -82,7 +84,9 @@ class TestWorkloads:
             name = workload["metadata"]["name"]
             assert pod_sc.get("runAsNonRoot") is True, name
             assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
-            assert spec.get("automountServiceAccountToken") is False, name
+            # Only the operator calls the Kubernetes API.
+            automount = component(workload) == "operator" and workload["kind"] == "Deployment"
+            assert spec.get("automountServiceAccountToken") is automount, name
             assert spec.get("hostNetwork") is not True, name
             for container in containers(pod):
                 sc = container.get("securityContext", {})
@@ -104,19 +108,48 @@ class TestWorkloads:
                 assert "emptyDir" in volumes[mounts[TMP]]
 
     def test_images_are_pinned(self, rendered: Rendered) -> None:
-        for _, pod in rendered.pod_templates():
+        images = []
+        for workload, pod in rendered.pod_templates():
             for container in containers(pod):
-                image = container["image"]
-                ref = image.split("@")[0]
-                assert ":" in ref.rsplit("/", 1)[-1], image
-                assert not ref.endswith(":latest"), image
-                assert not ref.endswith(":"), image
+                where = (workload["kind"], workload["metadata"]["name"], container["name"])
+                if workload["kind"] == "TaskHub":
+                    # The migration template: the operator sets its Jobs' image.
+                    assert "image" not in container, where
+                else:
+                    # The API server requires one on every container of a pod
+                    # template (validateContainerCommon: "Required value").
+                    assert container.get("image"), where
+                    images.append(container["image"])
+        taskhub = rendered.taskhub()
+        if taskhub is not None:
+            images.append(taskhub["spec"]["image"])
+        for image in images:
+            ref = image.split("@")[0]
+            assert ":" in ref.rsplit("/", 1)[-1], image
+            assert not ref.endswith(":latest"), image
+            assert not ref.endswith(":"), image
+
+    def test_only_operator_mode_manages_deployments(self, rendered: Rendered) -> None:
+        managed = rendered.managed_deployments()
+        assert bool(managed) is rendered.operator_mode
+        for name in managed:
+            assert rendered.get("Deployment", name) is not None, name
 
     def test_app_image_defaults_to_app_version(self, all_rendered: list[Rendered]) -> None:
         defaults = next(r for r in all_rendered if r.profile == "defaults")
-        api = defaults.get("Deployment", "taskhub-api")
+        app_version = defaults.values["image"]["tag"] or "0.1.0"
+        taskhub = defaults.taskhub()
+        operator = defaults.get("Deployment", "taskhub-operator")
+        assert taskhub is not None and operator is not None
+        assert taskhub["spec"]["image"] == f"ghcr.io/taskhub/taskhub:{app_version}"
+        assert (
+            operator["spec"]["template"]["spec"]["containers"][0]["image"]
+            == (taskhub["spec"]["image"])
+        )
+        assert operator["metadata"]["labels"]["app.kubernetes.io/version"] == app_version
+        off = next(r for r in all_rendered if r.profile == "operator-off")
+        api = off.get("Deployment", "taskhub-api")
         assert api is not None
-        app_version = api["metadata"]["labels"]["app.kubernetes.io/version"]
         assert api["spec"]["template"]["spec"]["containers"][0]["image"].endswith(f":{app_version}")
 
     def test_one_image_for_every_process(self, rendered: Rendered) -> None:
@@ -125,15 +158,24 @@ class TestWorkloads:
             for w, pod in rendered.pod_templates()
             if component(w) in APP_COMPONENTS
             for c in containers(pod)
+            if "image" in c
         }
+        taskhub = rendered.taskhub()
+        if taskhub is not None:
+            images.add(taskhub["spec"]["image"])
         assert len(images) == 1
         subcommands = {
             c["args"][0]
             for w, pod in rendered.pod_templates()
             if component(w) in APP_COMPONENTS
             for c in containers(pod)
+            if c.get("args")
         }
-        assert {"api", "worker", "migrate"} <= subcommands
+        assert {"api", "worker"} <= subcommands
+        # With the operator, `migrate --phase ...` is set by the operator on
+        # the container named migrate.
+        assert ("operator" in subcommands) is rendered.operator_mode
+        assert ("migrate" in subcommands) is not rendered.operator_mode
 
     def test_containers_with_ports_have_probes(self, rendered: Rendered) -> None:
         for workload, pod in rendered.pod_templates():
@@ -312,7 +354,12 @@ class TestProcesses:
         for name, deployment in workers.items():
             container = deployment["spec"]["template"]["spec"]["containers"][0]
             assert container["args"] == ["worker", "--queues", ",".join(groups[name]["queues"])]
-            assert deployment["spec"]["replicas"] == groups[name]["replicas"]
+            scaling = groups[name].get("autoscaling", {})
+            if rendered.operator_mode and scaling and scaling.get("enabled", True):
+                # The operator owns the count (deployments/scale).
+                assert "replicas" not in deployment["spec"], name
+            else:
+                assert deployment["spec"]["replicas"] == groups[name]["replicas"]
             assert {"name": "metrics", "containerPort": 9808, "protocol": "TCP"} in container[
                 "ports"
             ]
@@ -330,11 +377,24 @@ class TestProcesses:
 
     def test_migration_job(self, rendered: Rendered) -> None:
         jobs = [j for j in rendered.of_kind("Job") if component(j) == "migrate"]
-        (job,) = jobs
-        pod = job["spec"]["template"]["spec"]
-        assert pod["restartPolicy"] == "Never"
-        first = (pod.get("initContainers") or pod["containers"])[0]
-        assert first["args"] == ["migrate"]
+        taskhub = rendered.taskhub()
+        if rendered.operator_mode:
+            # The operator creates the Jobs from the TaskHub's template.
+            assert jobs == []
+            assert taskhub is not None
+            pod = taskhub["spec"]["migrations"]["template"]["spec"]
+            assert "restartPolicy" not in pod
+            first = (pod.get("initContainers") or pod["containers"])[0]
+            assert first["name"] == "migrate"
+            assert "args" not in first
+            assert "image" not in first
+        else:
+            assert taskhub is None
+            (job,) = jobs
+            pod = job["spec"]["template"]["spec"]
+            assert pod["restartPolicy"] == "Never"
+            first = (pod.get("initContainers") or pod["containers"])[0]
+            assert first["args"] == ["migrate"]
         env = {e["name"]: e for e in first["env"]}
         if rendered.values["postgresql"]["enabled"]:
             # Straight to the primary: migrations take session-level locks.

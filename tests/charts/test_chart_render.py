@@ -15,8 +15,14 @@ NEWEST = latest_version()
 KUBE_VERSIONS = [OLDEST, NEWEST]
 
 # API groups served by operators, validated against their CRDs instead
-# (test_chart_crds.py).
-CRD_GROUPS = ("postgresql.cnpg.io", "rabbitmq.com", "k8s.keycloak.org", "monitoring.coreos.com")
+# (test_chart_crds.py, and test_chart_taskhub.py for our own).
+CRD_GROUPS = (
+    "postgresql.cnpg.io",
+    "rabbitmq.com",
+    "k8s.keycloak.org",
+    "monitoring.coreos.com",
+    "taskhub.io",
+)
 
 
 def is_custom_resource(obj: dict) -> bool:

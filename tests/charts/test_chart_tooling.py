@@ -213,6 +213,39 @@ class TestSkaffold:
         assert dev["api"]["replicas"] == 1
         assert dev["api"]["autoscaling"]["enabled"] is False
         assert {g["replicas"] for g in dev["workers"]["groups"].values()} == {1}
+        # skaffold deploys in operator mode: each build is migrated first.
+        assert dev["operator"]["enabled"] is True
+        assert {g["autoscaling"]["minReplicas"] for g in dev["workers"]["groups"].values()} == {1}
+
+
+class TestDocs:
+    """What the operator mode changes for people following the docs."""
+
+    def test_deployment_doc(self) -> None:
+        text = " ".join((REPO_ROOT / "docs" / "deployment.md").read_text().split())
+        for needle in (
+            "## Operator mode",
+            "kubectl apply --server-side -f charts/taskhub/crds/",
+            "](operator.md)",
+            "rendered with Helm's `lookup`",
+            "helm -n taskhub test taskhub",
+        ):
+            assert needle in text, needle
+
+    def test_minikube_walkthrough(self) -> None:
+        text = (REPO_ROOT / "k8s" / "README.md").read_text()
+        assert "kubectl -n taskhub get taskhub" in text
+        assert "kubectl -n taskhub logs -f job/taskhub-migrate-<hash>" in text
+        assert "logs -f job/taskhub-migrate-1" not in text
+
+    def test_image_comment_in_the_templates(self) -> None:
+        helpers = " ".join((CHART_DIR / "templates" / "_helpers.tpl").read_text().split())
+        assert 'lookup "apps/v1" "Deployment"' in helpers
+        assert "three-way merge" in helpers
+        for component in ("api", "relay", "beat", "worker"):
+            deployment = (CHART_DIR / "templates" / component / "deployment.yaml").read_text()
+            assert 'include "taskhub.workloadImage"' in deployment, component
+            assert 'include "taskhub.image"' not in deployment, component
 
 
 class TestPrerequisites:

@@ -100,6 +100,52 @@ SCHEMA_ERRORS = [
         "at '/api/autoscaling/targetCPUUtilizationPercentage': maximum: got 170, want 100",
         id="percentage",
     ),
+    pytest.param(
+        {"operator": {"enable": True}},
+        "at '/operator': additional properties 'enable' not allowed",
+        id="unknown-operator-key",
+    ),
+    pytest.param(
+        {"operator": {"rabbitmq": {"managementUrl": "amqp://broker:5672"}}},
+        "at '/operator/rabbitmq/managementUrl': 'amqp://broker:5672' does not match pattern",
+        id="management-url",
+    ),
+    pytest.param(
+        {"operator": {"interval": 0}},
+        "at '/operator/interval': exclusiveMinimum: got 0, want 0",
+        id="operator-interval",
+    ),
+    pytest.param(
+        {"workers": {"groups": {"bulk": group(autoscaling={"minReplicas": 1})}}},
+        "at '/workers/groups/bulk/autoscaling': missing property 'maxReplicas'",
+        id="autoscaling-max-required",
+    ),
+    pytest.param(
+        {"workers": {"groups": {"bulk": group(autoscaling={"enabled": True})}}},
+        "at '/workers/groups/bulk/autoscaling': missing property 'maxReplicas'",
+        id="autoscaling-enabled-needs-max",
+    ),
+    pytest.param(
+        {"workers": {"groups": {"bulk": group(autoscaling={"maxReplicas": 3, "cooldown": 9})}}},
+        "at '/workers/groups/bulk/autoscaling': additional properties 'cooldown' not allowed",
+        id="autoscaling-unknown-key",
+    ),
+    pytest.param(
+        {
+            "workers": {
+                "groups": {
+                    "bulk": group(autoscaling={"maxReplicas": 3, "targetMessagesPerReplica": 0})
+                }
+            }
+        },
+        "at '/workers/groups/bulk/autoscaling/targetMessagesPerReplica': minimum: got 0, want 1",
+        id="autoscaling-target",
+    ),
+    pytest.param(
+        {"tests": {"enabled": "yes"}},
+        "at '/tests/enabled': got string, want boolean",
+        id="tests-enabled",
+    ),
 ]
 
 
@@ -151,7 +197,9 @@ class TestSchemaShape:
                 if "properties" in node and node.get("additionalProperties") is not False:
                     open_objects.append(path)
                 for key, value in node.items():
-                    walk(value, f"{path}/{key}")
+                    # An `if` is a condition on the (closed) object, not a shape.
+                    if key != "if":
+                        walk(value, f"{path}/{key}")
             elif isinstance(node, list):
                 for index, value in enumerate(node):
                     walk(value, f"{path}/{index}")

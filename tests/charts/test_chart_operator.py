@@ -40,6 +40,15 @@ def operator_deployment(rendered: Rendered) -> Manifest:
     return deployment
 
 
+def operator_objects(rendered: Rendered, kind: str) -> list[Manifest]:
+    """The operator's own objects of a kind (not the uninstall hook's)."""
+    return [
+        o
+        for o in rendered.of_kind(kind)
+        if o["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"
+    ]
+
+
 def autoscaled_groups(rendered: Rendered) -> dict[str, dict[str, Any]]:
     groups = rendered.values["workers"]["groups"]
     return {
@@ -213,6 +222,7 @@ class TestOperatorDeployment:
         expected = {"taskhub": False}
         if rendered.operator_mode:
             expected["taskhub-operator"] = True
+            expected["taskhub-operator-uninstall"] = True  # the pre-delete hook
         assert accounts == expected
 
     def test_metrics_service_and_monitor(self, rendered: Rendered) -> None:
@@ -239,7 +249,7 @@ class TestRole:
     def test_exact_rules(self, rendered: Rendered) -> None:
         if not rendered.operator_mode:
             return
-        (role,) = rendered.of_kind("Role")
+        (role,) = operator_objects(rendered, "Role")
         rules = sorted(
             (group, resource, tuple(sorted(rule["verbs"])))
             for rule in role["rules"]
@@ -255,7 +265,7 @@ class TestRole:
     def test_only_the_credentials_secret(self, rendered: Rendered) -> None:
         if not rendered.operator_mode:
             return
-        (role,) = rendered.of_kind("Role")
+        (role,) = operator_objects(rendered, "Role")
         taskhub = rendered.taskhub()
         assert taskhub is not None
         secret = taskhub["spec"]["rabbitmq"]["credentialsSecret"]
@@ -272,7 +282,7 @@ class TestRole:
     def test_binding(self, rendered: Rendered) -> None:
         if not rendered.operator_mode:
             return
-        (binding,) = rendered.of_kind("RoleBinding")
+        (binding,) = operator_objects(rendered, "RoleBinding")
         assert binding["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "Role",

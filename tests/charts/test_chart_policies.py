@@ -84,8 +84,11 @@ class TestWorkloads:
             name = workload["metadata"]["name"]
             assert pod_sc.get("runAsNonRoot") is True, name
             assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
-            # Only the operator calls the Kubernetes API.
-            automount = component(workload) == "operator" and workload["kind"] == "Deployment"
+            # Only the operator calls the Kubernetes API (and its uninstall hook).
+            automount = (component(workload), workload["kind"]) in (
+                ("operator", "Deployment"),
+                ("operator-uninstall", "Job"),
+            )
             assert spec.get("automountServiceAccountToken") is automount, name
             assert spec.get("hostNetwork") is not True, name
             for container in containers(pod):

@@ -103,14 +103,16 @@ def release_diff(before: dict[Key, Manifest], after: dict[Key, Manifest]) -> dic
 
 def upgrade_diff(before: dict[Key, Manifest], old: str, new: str) -> dict[Key, Diff]:
     """What an upgrade from `old` to `new` may change: the TaskHub's
-    spec.image, the operator's own image, and the `helm test` Pod (a hook,
-    created afresh by `helm test`, never merged)."""
+    spec.image, the operator's own image, and the hooks' images (the `helm test`
+    Pod and the uninstall Job: created afresh when they run, never merged)."""
     allowed: dict[Key, Diff] = {
         ("TaskHub", "taskhub"): {"spec.image": (old, new)},
         ("Deployment", "taskhub-operator"): {CONTAINER_IMAGE: (old, new)},
     }
     if ("Pod", "taskhub-test") in before:
         allowed[("Pod", "taskhub-test")] = {"spec.containers[0].image": (old, new)}
+    if ("Job", "taskhub-operator-uninstall") in before:
+        allowed[("Job", "taskhub-operator-uninstall")] = {CONTAINER_IMAGE: (old, new)}
     return allowed
 
 

@@ -34,6 +34,7 @@ truncated to 63 characters (DNS labels).
 {{- define "taskhub.keycloak.fullname" -}}{{ include "taskhub.fullname" . | trunc 40 | trimSuffix "-" }}-keycloak{{- end }}
 {{- define "taskhub.keycloakdb.fullname" -}}{{ include "taskhub.fullname" . | trunc 44 | trimSuffix "-" }}-kc-pg{{- end }}
 {{- define "taskhub.operator.fullname" -}}{{ include "taskhub.fullname" . | trunc 54 | trimSuffix "-" }}-operator{{- end }}
+{{- define "taskhub.operator.uninstall.fullname" -}}{{ include "taskhub.fullname" . | trunc 44 | trimSuffix "-" }}-operator-uninstall{{- end }}
 {{- define "taskhub.test.fullname" -}}{{ include "taskhub.fullname" . | trunc 58 | trimSuffix "-" }}-test{{- end }}
 
 {{/* Worker group Deployment name. Call with (dict "ctx" $ "group" $name). */}}

@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import kmock
 import pytest
-import yaml
 from kopf.testing import KopfRunner
 
 from tests.conftest import ROOT
-from tests.operator.apiserver import ApiServer
+from tests.operator.apiserver import ApiServer, serving
 from tests.workers.conftest import Broker, _is_free, wait_for
 
 # Read when taskhub_operator.handlers is imported (the timer's interval).
@@ -52,7 +50,6 @@ RESOURCES: dict[str, dict[str, Any]] = {
         "namespaced": False,
     },
 }
-VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
 __all__ = ["wait_for"]
 
 
@@ -69,29 +66,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 async def apiserver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ApiServer]:
-    async with ApiServer() as api, kmock.Server(api):
-        for resource, info in RESOURCES.items():
-            api.resources[resource] = kmock.ResourceInfo(
-                kind=info["kind"],
-                namespaced=info.get("namespaced", True),
-                verbs=VERBS,
-                subresources=info["subresources"],
-            )
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "kmock", "cluster": {"server": str(api.url)}}],
-                    "users": [{"name": "test", "user": {"token": "test-token"}}],
-                    "contexts": [
-                        {"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}
-                    ],
-                    "current-context": "kmock",
-                }
-            )
-        )
+    kubeconfig = tmp_path / "kubeconfig"
+    async with serving(RESOURCES, kubeconfig) as api:
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
         try:
             yield api

@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     worker.add_argument("--metrics-port", type=int, default=9808, help="0 disables /metrics")
     relay = commands.add_parser("relay", help="run the outbox relay and the event dispatcher")
     relay.add_argument("--without-dispatcher", action="store_true")
+    relay.add_argument("--metrics-port", type=int, default=9809, help="0 disables /metrics")
     beat = commands.add_parser("beat", help="run Celery beat (maintenance schedule)")
     beat.add_argument(
         "--schedule-file",
@@ -250,7 +251,7 @@ def _async_layer(args: argparse.Namespace) -> None:
     elif args.command == "relay":
         from taskhub_workers.services import run_relay
 
-        run_relay(dispatch=not args.without_dispatcher)
+        run_relay(dispatch=not args.without_dispatcher, metrics_port=args.metrics_port)
     elif args.command == "beat":
         from taskhub_workers.services import run_beat
 

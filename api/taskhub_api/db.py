@@ -29,7 +29,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
 
 from taskhub_api.dbhealth import DatabaseMonitor
-from taskhub_api.dbpool import FairAsyncPool
+from taskhub_api.dbpool import pool_class
 from taskhub_api.errors import ServiceUnavailable
 from taskhub_api.kit import greenlets, lsn
 from taskhub_api.settings import DatabaseSettings
@@ -91,7 +91,7 @@ class ReadSession(AsyncSession):
     """A session that may read from a replica."""
 
 
-def create_engine(url: str, settings: DatabaseSettings) -> AsyncEngine:
+def create_engine(url: str, settings: DatabaseSettings, pool: str = "primary") -> AsyncEngine:
     greenlets.install()  # SQLAlchemy's greenlet bridge reuses its greenlets
     connect_args: dict[str, Any] = {
         "timeout": settings.connect_timeout,
@@ -104,7 +104,7 @@ def create_engine(url: str, settings: DatabaseSettings) -> AsyncEngine:
         connect_args["prepared_statement_cache_size"] = 0
     return create_async_engine(
         url,
-        poolclass=FairAsyncPool,
+        poolclass=pool_class(pool),
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout,
@@ -118,7 +118,9 @@ class Database:
         self.settings = settings
         self.primary = create_engine(settings.url, settings)
         self.replica = (
-            create_engine(settings.replica_url, settings) if settings.replica_url else self.primary
+            create_engine(settings.replica_url, settings, "replica")
+            if settings.replica_url
+            else self.primary
         )
         self.write_sessions = async_sessionmaker(
             self.primary, class_=WriteSession, expire_on_commit=False, autoflush=False

@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import asyncpg
-from prometheus_client import Gauge
+from prometheus_client import REGISTRY, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from sqlalchemy.engine import make_url
 
 from taskhub_api.kit import lsn
@@ -26,7 +28,26 @@ from taskhub_api.settings import DatabaseSettings
 log = logging.getLogger("taskhub.db")
 
 DB_UP = Gauge("taskhub_db_up", "1 while the endpoint answers its probe", ["node"])
-REPLICA_LAG = Gauge("taskhub_db_replica_lag_bytes", "WAL bytes the replica has yet to replay")
+
+
+class ReplicaLag(Collector):
+    """``taskhub_db_replica_lag_bytes``, with no sample while the lag is unknown (either
+    node down, no replica): a gauge would go on reporting the last lag it saw."""
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "taskhub_db_replica_lag_bytes", "WAL bytes the replica has yet to replay"
+        )
+        if self.value is not None:
+            family.add_metric([], self.value)
+        yield family
+
+
+REPLICA_LAG = ReplicaLag()
+REGISTRY.register(REPLICA_LAG)
 
 # The primary's insert position; fails on a standby, which cannot take writes.
 PRIMARY_PROBE = "SELECT pg_current_wal_insert_lsn()::text"
@@ -121,9 +142,7 @@ class DatabaseMonitor:
 
     async def probe_all(self) -> None:
         await asyncio.gather(*(self._probe(node) for node in self.nodes))
-        lag = self.replica_lag()
-        if lag is not None:
-            REPLICA_LAG.set(lag)
+        REPLICA_LAG.value = self.replica_lag()
 
     async def _probe(self, node: Node) -> None:
         for attempt in (1, 2):

@@ -10,19 +10,39 @@ timeout (503) while the average request is fast.
 ``FairQueue`` hands a returned connection straight to the longest waiter, and a new
 request queues behind the waiters instead of taking a connection past them. Idle
 connections are kept as before (FIFO or LIFO).
+
+Each engine's pool class is :func:`pool_class` of its name ("primary", "replica"),
+which carries the metric children of that name, so a checkout touches no label lookup;
+the checked-out gauge is read from the live pools at scrape time, off the hot path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
+import weakref
 from collections import deque
-from typing import Any, TypeVar
+from time import perf_counter
+from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
+from prometheus_client import Gauge, Histogram
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.util import await_
 from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty
 
 T = TypeVar("T")
+
+POOL_CHECKED_OUT = Gauge(
+    "taskhub_db_pool_checked_out", "Connections checked out of the pool", ["pool"]
+)
+POOL_WAIT = Histogram(
+    "taskhub_db_pool_wait_seconds",
+    "Time a checkout waited for a connection (including opening a new one, and "
+    "checkouts that timed out)",
+    ["pool"],
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 
 
 class FairQueue(AsyncAdaptedQueue[T]):
@@ -81,3 +101,35 @@ class FairAsyncPool(AsyncAdaptedQueuePool):
     """SQLAlchemy's asyncio queue pool, with waiters served first come, first served."""
 
     _queue_class = FairQueue[ConnectionPoolEntry]
+    # Set per pool name by ``pool_class`` (this class itself is counted as the
+    # primary). A pool's ``recreate()`` (on dispose) keeps its class, so a reset pool
+    # keeps reporting under its name.
+    _wait_seconds: ClassVar[Any] = POOL_WAIT.labels("primary")
+    _live: ClassVar[weakref.WeakSet[FairAsyncPool]] = weakref.WeakSet()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._live.add(self)
+
+    def connect(self) -> PoolProxiedConnection:
+        # Here rather than in ``_do_get``, which calls itself after some races.
+        started = perf_counter()
+        try:
+            return super().connect()
+        finally:
+            self._wait_seconds.observe(perf_counter() - started)
+
+
+@functools.cache
+def pool_class(name: str) -> type[FairAsyncPool]:
+    """The fair pool whose metrics carry ``pool=name``."""
+    live: weakref.WeakSet[FairAsyncPool] = weakref.WeakSet()
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # A worker's pool processes report through files, which a function cannot
+        # feed: there the series would be a constant 0, so it is left out.
+        POOL_CHECKED_OUT.labels(name).set_function(lambda: sum(p.checkedout() for p in live))
+    return type(
+        f"FairAsyncPool[{name}]",
+        (FairAsyncPool,),
+        {"_wait_seconds": POOL_WAIT.labels(name), "_live": live},
+    )

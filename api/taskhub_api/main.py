@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
+from taskhub_api import tracing
 from taskhub_api.auth.router import router as auth_router
 from taskhub_api.auth.verifier import TokenVerifier
 from taskhub_api.cache import Cache
@@ -155,6 +156,7 @@ async def _database_error(request: Request, exc: sa_exc.DBAPIError) -> Response:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.db = Database(settings.db)
+    tracing.instrument_engines(app.state.db.primary, app.state.db.replica)
     app.state.redis = RedisStore(settings.redis)
     app.state.cache = Cache(app.state.redis, settings.cache)
     app.state.rate_limiter = RateLimiter(app.state.redis, enabled=settings.ratelimit.enabled)
@@ -174,6 +176,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
+    tracing.setup(settings.tracing.enabled, "api")
     app = FastAPI(
         title="TaskHub",
         version="0.1.0",
@@ -219,4 +222,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ResponseHeadersMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
+    tracing.instrument_app(app)  # outermost: the access log line falls inside the span
     return app

@@ -1,8 +1,8 @@
-"""JSON logs carrying the request id, and Prometheus HTTP metrics."""
+"""JSON logs carrying the request id (and, with tracing on, the trace and span ids),
+and Prometheus HTTP metrics."""
 
 from __future__ import annotations
 
-import contextvars
 import itertools
 import logging
 import os
@@ -16,9 +16,8 @@ import orjson
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "request_id", default=None
-)
+from taskhub_api import logcontext
+from taskhub_api.logcontext import request_id_var
 
 HTTP_REQUESTS = Counter(
     "taskhub_http_requests_total", "HTTP requests handled", ["method", "route", "status"]
@@ -59,6 +58,9 @@ class JSONFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        span_ids = logcontext.span_ids
+        if span_ids is not None and (ids := span_ids()) is not None:
+            entry["trace_id"], entry["span_id"] = ids
         entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

@@ -6,6 +6,7 @@ setting has a local default so ``make dev`` works without a ``.env`` file.
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import lru_cache
 
@@ -166,6 +167,27 @@ class MaintenanceSettings(BaseModel):
     finished_job_retention_days: float = Field(default=7.0, ge=0)
 
 
+def otel_exporting() -> bool:
+    """Whether the standard ``OTEL_*`` variables ask for traces to be exported: an
+    exporter other than ``none``, or an OTLP endpoint (and the SDK not disabled)."""
+    env = os.environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporters:
+        return exporters != "none"
+    return bool(
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+class TracingSettings(BaseModel):
+    # OpenTelemetry tracing (see docs/async.md, "Tracing"). Off: no SDK, no
+    # instrumentation is installed. Exporters, endpoint, sampler and service name come
+    # from the standard OTEL_* variables.
+    enabled: bool = Field(default_factory=otel_exporting)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TASKHUB_", env_nested_delimiter="__", extra="ignore"
@@ -189,6 +211,7 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = SmtpSettings()
     webhooks: WebhookSettings = WebhookSettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     bootstrap_admin_username: str = "admin"
     bootstrap_admin_email: str = "admin@taskhub.local"

@@ -333,16 +333,18 @@ class TestServicesAndRouting:
         assert len(rules) == (1 if metrics["prometheusRule"]["enabled"] else 0)
 
     def test_alerts_use_the_metric_contract(self, rendered: Rendered) -> None:
+        """What the rules say is tested with promtool in tests/monitoring; here: the
+        alerts that must exist do, and none names a metric nothing exports."""
         for rule in rendered.of_kind("PrometheusRule"):
-            alerts = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
-            assert "taskhub_http_requests_total" in alerts["TaskHubApiHighErrorRatio"]
-            assert 'status=~"5.."' in alerts["TaskHubApiHighErrorRatio"]
-            assert (
-                "taskhub_http_request_duration_seconds_bucket" in alerts["TaskHubApiLatencyP99High"]
-            )
-            assert "histogram_quantile(0.99" in alerts["TaskHubApiLatencyP99High"]
+            rules = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+            alerts = {r["alert"]: r["expr"] for r in rules if "alert" in r}
+            assert {
+                "TaskHubApiAvailabilityBudgetBurnFast",
+                "TaskHubDeadLetterQueueNotEmpty",
+                "TaskHubTargetDown",
+            } <= set(alerts)
             assert "up{" in alerts["TaskHubTargetDown"]
-            assert "taskhub_dlq_messages" in alerts["TaskHubDeadLetterQueueGrowing"]
+            assert not [r for r in rules if "taskhub_dlq_messages" in r["expr"]]
 
 
 class TestProcesses:

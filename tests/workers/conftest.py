@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from aiosmtpd.controller import Controller
 from asgi_lifespan import LifespanManager
@@ -359,8 +360,33 @@ class Stack:
             ready=" ready.",
         )
 
-    def relay(self) -> subprocess.Popen[bytes]:
-        return self.spawn("relay", ready="relay started")
+    def relay(self, metrics_port: int = 0) -> subprocess.Popen[bytes]:
+        return self.spawn("relay", f"--metrics-port={metrics_port}", ready="relay started")
+
+    def api(self, redis_url: str) -> str:
+        """The API as a process of its own (``taskhub api``); its base URL. Tokens of
+        ``permissive_settings`` are valid there."""
+        port = free_port()
+        self.env["TASKHUB_REDIS__URL"] = redis_url
+        self.spawn(
+            "api", "--host=127.0.0.1", f"--port={port}", ready="Application startup complete"
+        )
+        return f"http://127.0.0.1:{port}"
+
+    def log_lines(self, command: str) -> list[dict[str, Any]]:
+        """The JSON log lines of the ``command`` processes (with TASKHUB_LOG_JSON=true)."""
+        lines = []
+        for _, log in self.processes:
+            if not log.name.startswith(f"{command}-"):
+                continue
+            for line in log.read_text(errors="replace").splitlines():
+                try:
+                    entry = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue  # Celery's banner, exported spans (console exporter)
+                if isinstance(entry, dict) and "logger" in entry:
+                    lines.append(entry)
+        return lines
 
     def log_text(self) -> str:
         return "\n".join(
@@ -385,11 +411,14 @@ def stack(
     database_url: str,
     smtp: tuple[MailSink, int],
     tmp_path: Path,
+    permissive_settings: Settings,
 ) -> Iterator[Stack]:
     url = broker.new_vhost()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("TASKHUB_")},
+        # Tracing is off unless a test turns it on.
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TASKHUB_", "OTEL_"))},
         "TASKHUB_DB__URL": database_url,
+        "TASKHUB_AUTH__SECRET_KEY": permissive_settings.auth.secret_key.get_secret_value(),
         "TASKHUB_BROKER__URL": url,
         "TASKHUB_BROKER__RETRY_BACKOFF_SECONDS": "1",
         "TASKHUB_BROKER__JOB_LEASE_SECONDS": "6",

@@ -12,7 +12,7 @@ from taskhub_api.maintenance.jobs import (
     TRIM_OUTBOX,
 )
 from taskhub_api.settings import Settings, get_settings
-from taskhub_workers import topology
+from taskhub_workers import propagation, queuewait, topology
 
 
 def configure(app: Celery, settings: Settings) -> None:
@@ -58,6 +58,10 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+# Every publisher of jobs (dispatcher, beat, retries) stamps when the job became due.
+queuewait.install()
+# ... and carries on the request id of the event it came from.
+propagation.install()
 
 
 def enqueue(name: str, key: str, kwargs: dict[str, Any]) -> None:

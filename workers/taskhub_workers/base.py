@@ -24,9 +24,9 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore
 
-from taskhub_api.jobs.ledger import JobBusy, JobContext, describe, mark_dead
-from taskhub_workers import runtime, topology
-from taskhub_workers.metrics import JOB_DURATION, JOBS
+from taskhub_api.jobs.ledger import JobBusy, JobContext, describe, mark_dead, track_duplicates
+from taskhub_workers import queuewait, runtime, topology
+from taskhub_workers.metrics import JOB_DURATION, JOB_QUEUE_WAIT, JOBS
 
 log = logging.getLogger("taskhub.worker")
 Handler = Callable[..., Awaitable[None]]
@@ -52,10 +52,14 @@ class JobTask(Task[..., None]):
         context = rt.context
         started = time.perf_counter()
         timeout = context.settings.broker.job_lease_seconds * 0.9
+        waited = queuewait.waited(self.request)
+        if waited is not None:
+            JOB_QUEUE_WAIT.labels(self.name).observe(waited)
         try:
             # Finish well inside the lease, so no other worker takes the job over
             # while this one still runs it.
-            rt.run(asyncio.wait_for(handler(context, job_key=job_key, **kwargs), timeout))
+            with track_duplicates() as duplicates:
+                rt.run(asyncio.wait_for(handler(context, job_key=job_key, **kwargs), timeout))
         except JobBusy as busy:
             JOBS.labels(self.name, "deferred").inc()
             log.info("%s[%s]: leased elsewhere, back in %ss", self.name, job_key, busy.retry_in)
@@ -67,8 +71,12 @@ class JobTask(Task[..., None]):
             JOB_DURATION.labels(self.name).observe(time.perf_counter() - started)
             self._failed(context, job_key, exc)
         else:
-            JOB_DURATION.labels(self.name).observe(time.perf_counter() - started)
-            JOBS.labels(self.name, "succeeded").inc()
+            elapsed = time.perf_counter() - started
+            JOB_DURATION.labels(self.name).observe(elapsed)
+            # Turned away by the ledger: the job ran before, this delivery did nothing.
+            outcome = "duplicate" if duplicates else "succeeded"
+            JOBS.labels(self.name, outcome).inc()
+            log.info("%s[%s]: %s in %.3fs", self.name, job_key, outcome, elapsed)
 
     def _failed(self, context: JobContext, job_key: str | None, exc: Exception) -> None:
         broker = context.settings.broker

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,7 +22,9 @@ from taskhub_api.db import Database
 from taskhub_api.events.jobs import jobs_for
 from taskhub_api.jobs.schemas import JobRequest
 from taskhub_api.settings import Settings
+from taskhub_api.tracing import continued
 from taskhub_workers.relay import _wait_any, declare_dispatch_queue
+from taskhub_workers.relay_metrics import DISPATCH_FAILED, DISPATCHED
 
 log = logging.getLogger("taskhub.dispatcher")
 PREFETCH = 32
@@ -40,21 +43,30 @@ class Dispatcher:
         enqueue(job.name, job.key, job.kwargs)
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
+        # The event's request id (and trace) for the log lines and the jobs' headers.
+        with continued("taskhub.dispatch", message.headers):
+            await self._handle(message)
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:
             event = orjson.loads(message.body)
             jobs = await jobs_for(self.db, event)
             loop = asyncio.get_running_loop()
             for job in jobs:
-                await loop.run_in_executor(self._executor, self._enqueue, job)
+                # In this task's context, which the publish signals read.
+                context = contextvars.copy_context()
+                await loop.run_in_executor(self._executor, context.run, self._enqueue, job)
         except Exception as exc:
             log.warning(
                 "dispatch of %s failed: %s: %s", message.message_id, type(exc).__name__, exc
             )
+            DISPATCH_FAILED.inc()
             await asyncio.sleep(1.0)
             # Requeued; the queue's delivery limit dead-letters an event that never works.
             await message.nack(requeue=True)
             return
         await message.ack()
+        DISPATCHED.inc()
         if jobs:
             log.info("event %s (%s): %s jobs", event["id"], event["type"], len(jobs))
 

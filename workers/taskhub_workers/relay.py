@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from typing import Any
 
 import aio_pika
@@ -26,7 +27,9 @@ from taskhub_api.events.repository import NOTIFY_CHANNEL, OutboxRepository
 from taskhub_api.events.schemas import envelope
 from taskhub_api.kit.jsonenc import dumps
 from taskhub_api.settings import Settings
+from taskhub_api.tracing import message_headers
 from taskhub_workers import topology
+from taskhub_workers.relay_metrics import RELAY_CONFIRM, RELAY_FAILED, RELAY_PUBLISHED
 
 log = logging.getLogger("taskhub.relay")
 PUBLISH_TIMEOUT = 10.0
@@ -74,10 +77,24 @@ class Relay:
             message_id=str(event["id"]),
             type=event["type"],
             timestamp=event["occurred_at"],
-            headers={"aggregate_id": str(event["aggregate_id"]), "seq": event["seq"]},
+            headers={
+                "aggregate_id": str(event["aggregate_id"]),
+                "seq": event["seq"],
+                # traceparent (with tracing on in the API) and x-request-id
+                **message_headers(event.get("trace_context")),
+            },
         )
         # Returns once the broker confirmed (publisher confirms); raises on a nack.
-        await self._exchange.publish(message, routing_key=event["type"], timeout=PUBLISH_TIMEOUT)
+        started = time.perf_counter()
+        try:
+            await self._exchange.publish(
+                message, routing_key=event["type"], timeout=PUBLISH_TIMEOUT
+            )
+        except Exception:
+            RELAY_FAILED.inc()
+            raise
+        RELAY_CONFIRM.observe(time.perf_counter() - started)
+        RELAY_PUBLISHED.inc()
 
     async def drain(self) -> int:
         """Publishes every pending event; the number published."""

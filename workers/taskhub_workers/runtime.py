@@ -11,9 +11,11 @@ from typing import Any, TypeVar
 
 from celery import signals
 
+from taskhub_api import tracing
 from taskhub_api.db import Database
 from taskhub_api.jobs.ledger import JobContext
 from taskhub_api.settings import Settings, get_settings
+from taskhub_workers import propagation
 
 log = logging.getLogger("taskhub.worker")
 T = TypeVar("T")
@@ -26,7 +28,10 @@ class Runtime:
         asyncio.set_event_loop(self.loop)
         # A worker process runs one job at a time: a small pool suffices.
         db_settings = settings.db.model_copy(update={"pool_size": 2, "max_overflow": 2})
-        self.context = JobContext(settings=settings, db=Database(db_settings))
+        propagation.setup_tracing(settings, "worker")  # once per process
+        db = Database(db_settings)
+        tracing.instrument_engines(db.primary, db.replica)
+        self.context = JobContext(settings=settings, db=db)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)

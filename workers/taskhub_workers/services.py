@@ -17,7 +17,8 @@ def run_worker(
     from celery import signals
     from kombu import Connection
 
-    from taskhub_workers import metrics, topology
+    from taskhub_api.settings import get_settings
+    from taskhub_workers import metrics, propagation, topology
     from taskhub_workers.app import app
 
     unknown = set(queues) - set(topology.JOB_QUEUES)
@@ -36,6 +37,10 @@ def run_worker(
         def _serve_metrics(**_: object) -> None:
             metrics.serve(metrics_port)
 
+    if pool == "solo":
+        # Jobs run in this process; a prefork child sets tracing up at its init
+        # (runtime.Runtime).
+        propagation.setup_tracing(get_settings(), "worker")
     app.worker_main(
         [
             "worker",
@@ -58,14 +63,18 @@ def run_beat(schedule_file: Path, loglevel: str) -> None:
     app.start(["beat", f"--schedule={schedule_file}", f"--loglevel={loglevel}"])
 
 
-async def _relay_main(dispatch: bool) -> None:
+async def _relay_main(dispatch: bool, metrics_port: int) -> None:
+    from taskhub_api import tracing
     from taskhub_api.db import Database
     from taskhub_api.settings import get_settings
+    from taskhub_workers import propagation, relay_metrics
     from taskhub_workers.dispatcher import Dispatcher
     from taskhub_workers.relay import Relay
 
     settings = get_settings()
+    propagation.setup_tracing(settings, "relay")
     db = Database(settings.db.model_copy(update={"pool_size": 4, "max_overflow": 4}))
+    tracing.instrument_engines(db.primary, db.replica)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -73,6 +82,9 @@ async def _relay_main(dispatch: bool) -> None:
     workers = [Relay(settings, db).run(stop)]
     if dispatch:
         workers.append(Dispatcher(settings, db).run(stop))
+    if metrics_port:
+        relay_metrics.serve(metrics_port)
+        workers.append(relay_metrics.sample_outbox_until(db, stop))
     log.info("relay started%s", " with the dispatcher" if dispatch else "")
     try:
         await asyncio.gather(*workers)
@@ -81,5 +93,5 @@ async def _relay_main(dispatch: bool) -> None:
         log.info("relay stopped")
 
 
-def run_relay(dispatch: bool) -> None:
-    asyncio.run(_relay_main(dispatch))
+def run_relay(dispatch: bool, metrics_port: int = 0) -> None:
+    asyncio.run(_relay_main(dispatch, metrics_port))

@@ -61,3 +61,6 @@ class Outbox(Base):
     seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
     partition: Mapped[int] = mapped_column(SmallInteger, nullable=False)
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The recording request's id and W3C trace context (taskhub_api.tracing.capture),
+    # for the relay's message headers.
+    trace_context: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taskhub_api.db import DriverStatement, driver_connection
 from taskhub_api.events.models import PARTITIONS
 from taskhub_api.kit.jsonenc import dumps
+from taskhub_api.tracing import capture
 
 NOTIFY_CHANNEL = "taskhub_outbox"
 # Advisory-lock namespace of the relay's partition locks (any constant int4).
@@ -30,7 +31,8 @@ _RECORD = DriverStatement.compile(
         VALUES (:id, :type, :aggregate_type, :aggregate_id, :actor_id, CAST(:payload AS jsonb))
         RETURNING id, seq
     ), o AS (
-        INSERT INTO outbox (event_id, seq, partition) SELECT id, seq, :partition FROM e
+        INSERT INTO outbox (event_id, seq, partition, trace_context)
+        SELECT id, seq, :partition, CAST(:trace_context AS jsonb) FROM e
     )
     SELECT pg_notify(:channel, '')
     """
@@ -57,6 +59,7 @@ async def record_event(
     """Writes the event and its outbox row in the transaction open on ``conn``; the
     relay is woken when (and only if) that transaction commits."""
     event_id = uuid.uuid4()
+    trace_context = capture()
     values = {
         "id": event_id,
         "type": type,
@@ -65,6 +68,7 @@ async def record_event(
         "actor_id": actor_id,
         "payload": dumps(payload).decode(),
         "partition": partition_of(aggregate_id),
+        "trace_context": dumps(trace_context).decode() if trace_context else None,
         "channel": NOTIFY_CHANNEL,
     }
     await conn.execute(_RECORD.sql, *_RECORD.args(values))
@@ -146,7 +150,8 @@ class OutboxRepository:
         ``lock_partition``, so its snapshot sees what the previous holder marked."""
         rows = await self.session.execute(
             text(
-                f"SELECT {_COLUMNS} FROM outbox o JOIN event e ON e.id = o.event_id "  # noqa: S608
+                f"SELECT {_COLUMNS}, o.trace_context "  # noqa: S608
+                "FROM outbox o JOIN event e ON e.id = o.event_id "
                 "WHERE o.partition = :partition AND o.published_at IS NULL "
                 "ORDER BY o.seq LIMIT :limit FOR UPDATE OF o"
             ),
@@ -159,6 +164,13 @@ class OutboxRepository:
             text("UPDATE outbox SET published_at = now() WHERE event_id = ANY(:ids)"),
             {"ids": list(event_ids)},
         )
+
+    async def pending_count(self) -> int:
+        """Unpublished rows (the partial index on pending rows answers it)."""
+        value = await self.session.execute(
+            text("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        )
+        return int(value.scalar_one())
 
     async def oldest_pending(self) -> datetime | None:
         value = await self.session.execute(

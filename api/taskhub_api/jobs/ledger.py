@@ -20,6 +20,9 @@ import math
 import os
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
@@ -29,6 +32,10 @@ from taskhub_api.jobs.repository import JobRepository
 from taskhub_api.settings import Settings
 
 log = logging.getLogger("taskhub.jobs")
+# Keys that ``claim`` turned away as already done, while ``track_duplicates`` runs: the
+# handler just returns, and the worker's shim still has to tell a duplicate from a run.
+# A list (not a flag) because the handler runs in a task with a copy of the context.
+_turned_away: ContextVar[list[str] | None] = ContextVar("taskhub_turned_away", default=None)
 
 
 class JobBusy(Exception):
@@ -50,6 +57,23 @@ class JobContext:
 
     settings: Settings
     db: Database
+
+
+@contextmanager
+def track_duplicates() -> Iterator[list[str]]:
+    """Collects the keys that :func:`claim` turns away as duplicates within the block."""
+    seen: list[str] = []
+    token = _turned_away.set(seen)
+    try:
+        yield seen
+    finally:
+        _turned_away.reset(token)
+
+
+def _turn_away(key: str) -> None:
+    seen = _turned_away.get()
+    if seen is not None:
+        seen.append(key)
 
 
 def describe(exc: BaseException) -> str:
@@ -106,10 +130,12 @@ async def claim(context: JobContext, key: str, name: str) -> Claim | None:
             return Claim(context.db, key, owner, attempt)
         state = await jobs.state(key)
     if state is None:  # deleted between the two statements (trimmed): nothing to do
+        _turn_away(key)
         return None
     status, expires_at, now = state
     if status == "done":
         log.info("job %s already done; duplicate delivery acknowledged", key)
+        _turn_away(key)
         return None
     remaining = (expires_at - now).total_seconds() if expires_at else 1.0
     raise JobBusy(key, max(1.0, math.ceil(remaining) + 1.0))

@@ -128,6 +128,21 @@ Call with (dict "ctx" $ "directDb" false "smtp" false "extraEnv" list).
       key: {{ $.Values.smtp.passwordKey }}
 {{- end }}
 {{- end }}
+{{- if and (not .dbOnly) $.Values.tracing.enabled }}
+{{- if not $.Values.tracing.endpoint }}
+{{- fail "tracing.enabled needs tracing.endpoint: the collector's OTLP/HTTP URL" }}
+{{- end }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $.Values.tracing.endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: http/protobuf
+- name: OTEL_TRACES_SAMPLER
+  value: parentbased_traceidratio
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $.Values.tracing.sampleRatio | quote }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ printf "service.namespace=%s,deployment.environment=%s" $.Release.Namespace $.Release.Name | quote }}
+{{- end }}
 {{- with $.Values.config.extraEnv }}
 {{ toYaml . }}
 {{- end }}

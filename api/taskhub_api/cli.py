@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         default=Path(tempfile.gettempdir()) / "taskhub-celerybeat-schedule",
     )
+    beat.add_argument("--metrics-port", type=int, default=9810, help="0 disables /metrics")
     dlq = commands.add_parser("dlq", help="inspect, replay or purge dead letters")
     dlq.add_argument("action", choices=("list", "replay", "purge"))
     dlq.add_argument("queue", help="notifications, webhooks, maintenance or taskhub.dispatch")
@@ -255,7 +256,7 @@ def _async_layer(args: argparse.Namespace) -> None:
     elif args.command == "beat":
         from taskhub_workers.services import run_beat
 
-        run_beat(args.schedule_file, settings.log_level)
+        run_beat(args.schedule_file, settings.log_level, args.metrics_port)
     else:
         dead_letters(settings, args.action, args.queue, args.limit)
 

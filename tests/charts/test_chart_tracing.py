@@ -69,5 +69,5 @@ class TestTracing:
         }
 
     def test_enabled_needs_an_endpoint(self) -> None:
-        with pytest.raises(HelmError, match="tracing.enabled needs tracing.endpoint"):
+        with pytest.raises(HelmError, match=r"tracing\.enabled needs tracing\.endpoint"):
             render({"tracing": {"enabled": True}})

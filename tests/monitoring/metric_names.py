@@ -55,6 +55,14 @@ RELAY = frozenset(
     }
 )
 
+# Celery beat (taskhub_workers.beat_metrics, port 9810; job = <fullname>-beat-metrics).
+BEAT = frozenset(
+    {
+        "taskhub_beat_sent_total",
+        "taskhub_beat_last_sent_timestamp_seconds",
+    }
+)
+
 # The kopf operator (taskhub_operator, port 8080; docs/operator.md).
 OPERATOR = frozenset(
     {
@@ -85,7 +93,7 @@ CNPG = frozenset(
 # Prometheus itself: `up` per scrape target, ALERTS per pending or firing alert.
 PROMETHEUS = frozenset({"up", "ALERTS", "ALERTS_FOR_STATE"})
 
-ALL = API | WORKERS | RELAY | OPERATOR | RABBITMQ | KUBE_STATE_METRICS | CNPG | PROMETHEUS
+ALL = API | WORKERS | RELAY | BEAT | OPERATOR | RABBITMQ | KUBE_STATE_METRICS | CNPG | PROMETHEUS
 
 
 def families(names: frozenset[str]) -> set[str]:

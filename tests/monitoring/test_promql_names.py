@@ -76,6 +76,7 @@ class TestMetricNames:
             metric_names.API,
             metric_names.WORKERS,
             metric_names.RELAY,
+            metric_names.BEAT,
             metric_names.OPERATOR,
             metric_names.RABBITMQ,
             metric_names.KUBE_STATE_METRICS,

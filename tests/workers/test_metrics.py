@@ -1,21 +1,29 @@
-"""The /metrics of real relay and worker processes: the relay's outbox, publish and
-dispatch series; the worker's ``task`` label, queue wait and duplicate outcome."""
+"""The /metrics of real relay, worker and beat processes: the relay's outbox, publish and
+dispatch series; the worker's ``task`` label, queue wait and duplicate outcome; beat's
+scheduled sends."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 import httpx
+from celery import signals
+from kombu import Connection
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskhub_api.db import Database
 from taskhub_api.jobs.schemas import JobRequest
-from taskhub_api.maintenance.jobs import EXPIRE_IDEMPOTENCY_KEYS
-from taskhub_workers import relay_metrics
-from tests.monitoring.metric_names import RELAY, WORKERS, families
+from taskhub_api.maintenance.jobs import (
+    EXPIRE_IDEMPOTENCY_KEYS,
+    PURGE_DELETED_TASKS,
+    TRIM_OUTBOX,
+)
+from taskhub_workers import beat_metrics, relay_metrics, topology
+from tests.monitoring.metric_names import BEAT, RELAY, WORKERS, families
 from tests.workers.conftest import Stack, User, free_port, wait_for
 from tests.workers.helpers import create_task, enqueue
 
@@ -141,3 +149,65 @@ class TestOutboxSample:
         await relay_metrics.sample_outbox(db)
         assert gauge("taskhub_outbox_pending_events") == 0.0
         assert gauge("taskhub_outbox_oldest_pending_age_seconds") == 0.0
+
+
+class TestBeatMetrics:
+    async def test_beat_counts_each_scheduled_send(self, stack: Stack) -> None:
+        # The topology a worker would declare: beat publishes to the jobs exchange.
+        with Connection(stack.broker_url, connect_timeout=10) as connection:
+            topology.declare(connection)
+        stack.env["TASKHUB_MAINTENANCE__INTERVAL_SECONDS"] = "1"
+        port = free_port()
+        stack.spawn(
+            "beat",
+            f"--schedule-file={stack.logs / 'celerybeat-schedule'}",
+            f"--metrics-port={port}",
+            ready="beat: Starting",
+        )
+        scheduled = (PURGE_DELETED_TASKS, EXPIRE_IDEMPOTENCY_KEYS, TRIM_OUTBOX)
+
+        async def sent_twice() -> Samples | None:
+            samples = await scrape(port)
+            counts = [value(samples, "taskhub_beat_sent_total", task=t) for t in scheduled]
+            return samples if all((c or 0) >= 2 for c in counts) else None
+
+        samples = await wait_for(sent_twice, 30, "two sends of each schedule entry")
+        now = time.time()
+        for task in scheduled:
+            last = value(samples, "taskhub_beat_last_sent_timestamp_seconds", task=task)
+            assert last is not None and now - 30 < last <= now
+        # Only the schedule's task names, and beat serves its own series only.
+        tasks = {dict(key[1]).get("task") for key in samples if key[0].startswith("taskhub_beat")}
+        assert tasks == set(scheduled)
+        assert not [key for key in samples if key[0].startswith("taskhub_jobs")]
+
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+        served = {family.name for family in text_string_to_metric_families(text)}
+        assert families(BEAT) <= served, families(BEAT) - served
+
+
+class TestBeatSentSignal:
+    def test_a_publish_counts_and_stamps_its_task(self) -> None:
+        def sample(name: str) -> float | None:
+            return beat_metrics.REGISTRY.get_sample_value(name, {"task": "tests.beat_probe"})
+
+        before = sample("taskhub_beat_sent_total") or 0.0
+        start = time.time()
+        beat_metrics.install()
+        try:
+            signals.after_task_publish.send(
+                sender="tests.beat_probe", headers={}, exchange="", routing_key="maintenance"
+            )
+        finally:
+            # Only beat counts: this test process publishes jobs in other tests.
+            signals.after_task_publish.disconnect(dispatch_uid=beat_metrics.DISPATCH_UID)
+        assert sample("taskhub_beat_sent_total") == before + 1
+        last = sample("taskhub_beat_last_sent_timestamp_seconds")
+        assert last is not None and start <= last <= time.time()
+
+    def test_a_publish_without_a_task_name_is_not_counted(self) -> None:
+        before = {s.labels.get("task") for m in beat_metrics.REGISTRY.collect() for s in m.samples}
+        beat_metrics.count_sent(sender=None)
+        after = {s.labels.get("task") for m in beat_metrics.REGISTRY.collect() for s in m.samples}
+        assert after == before

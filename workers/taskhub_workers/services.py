@@ -56,10 +56,14 @@ def run_worker(
     )
 
 
-def run_beat(schedule_file: Path, loglevel: str) -> None:
+def run_beat(schedule_file: Path, loglevel: str, metrics_port: int = 0) -> None:
+    from taskhub_workers import beat_metrics
     from taskhub_workers.app import app
 
     schedule_file.parent.mkdir(parents=True, exist_ok=True)
+    if metrics_port:
+        beat_metrics.install()
+        beat_metrics.serve(metrics_port)
     app.start(["beat", f"--schedule={schedule_file}", f"--loglevel={loglevel}"])
 
 

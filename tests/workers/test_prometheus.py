@@ -79,6 +79,7 @@ def scraped(stack: Stack, redis_url: str, tmp_path: Path) -> Iterator[Scraped]:
         "api": API_JOB,
         "worker": WORKER_JOB,
         "relay": RELAY_JOB,
+        "beat": "taskhub-beat-metrics",
         "operator": "taskhub-operator",
     }
     worker_port, relay_port, api_port, prometheus_port = (free_port() for _ in range(4))

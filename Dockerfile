@@ -69,7 +69,7 @@ COPY api/migrations ./api/migrations
 USER 10001:10001
 
 # API (uvicorn) and worker metrics.
-EXPOSE 8000 9808
+EXPOSE 8000 9807 9808 9809 9810
 
 ENTRYPOINT ["taskhub"]
 CMD ["api"]

@@ -7,9 +7,11 @@ BIN := $(VENV)/bin
 UV := .local/uv/bin/uv
 UV_VERSION := 0.13.8
 DB_NAME ?= taskhub
-export TASKHUB_DB__URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/$(DB_NAME)
+# The dev stack's settings (PgBouncer, replica, Redis): the one source of its URLs for
+# every target that talks to it.
+STACK_ENV = eval "$$(scripts/devstack.sh env)"
 
-.PHONY: help install services packages stack stack-down broker migrate admin dev lint format test bench clean
+.PHONY: help install services packages stack stack-down test-stack broker migrate admin dev lint format test chaos bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -24,35 +26,37 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 
 install: $(VENV)/.installed ## Create the virtualenv with the locked dependencies
 
-services: ## Make sure PostgreSQL runs (starts or installs it if needed)
+services: ## Make sure PostgreSQL runs on 127.0.0.1:5432 for the tests (starts or installs it)
 	scripts/ensure-postgres.sh $(DB_NAME)
 
 packages: ## Install PostgreSQL, PgBouncer and Redis (Debian packages) when missing
 	scripts/devstack.sh packages
 
-stack: ## Start the local data stack: primary, replica, PgBouncer, Redis (.local/devstack)
+stack: ## Start the dev data stack: primary, replica, PgBouncer, Redis (.local/devstack)
 	scripts/devstack.sh up
 
-stack-down: ## Stop the local data stack (keeps its data; `scripts/devstack.sh purge` wipes it)
+stack-down: ## Stop the dev data stack (keeps its data; `scripts/devstack.sh purge` wipes it)
 	scripts/devstack.sh down
+
+test-stack: install packages ## Start the tests' data stack (.local/teststack, on the test ports)
+	$(BIN)/python -m tests.stack up
 
 .local/secret-key:
 	mkdir -p .local && umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(48))' > $@
 
-migrate: install services ## Apply database migrations
-	$(BIN)/taskhub migrate
+migrate: install stack ## Apply database migrations to the dev stack (starts it)
+	$(STACK_ENV) && $(BIN)/taskhub migrate
 
-admin: migrate ## Create the bootstrap admin (idempotent)
-	$(BIN)/taskhub bootstrap-admin --credentials-file .local/admin-credentials
+admin: migrate ## Create the bootstrap admin in the dev stack (idempotent)
+	$(STACK_ENV) && $(BIN)/taskhub bootstrap-admin --credentials-file .local/admin-credentials
 
 broker: ## Make sure RabbitMQ runs on 127.0.0.1:5672 (starts the project's own node if needed)
 	scripts/ensure-rabbitmq.sh
 
-dev: install stack broker .local/secret-key ## Run API (http://127.0.0.1:8000), worker, relay, beat and a mail sink (Ctrl-C stops all)
-	eval "$$(scripts/devstack.sh env)" && $(BIN)/taskhub migrate && \
-	  $(BIN)/taskhub bootstrap-admin --credentials-file .local/admin-credentials && \
+dev: install stack broker .local/secret-key admin ## Run API (http://127.0.0.1:8000), worker, relay, beat and a mail sink (Ctrl-C stops all)
+	$(STACK_ENV) && \
 	  TASKHUB_AUTH__SECRET_KEY=$$(cat .local/secret-key) TASKHUB_LOG_JSON=false \
-	  TASKHUB_WEBHOOKS__ALLOW_PRIVATE_NETWORKS=true \
+	  TASKHUB_WEBHOOKS__ALLOWED_NETWORKS='["127.0.0.0/8","::1/128"]' \
 	  exec $(BIN)/honcho --procfile Procfile start
 
 lint: install ## ruff, mypy (strict) and the import layering contracts
@@ -65,8 +69,14 @@ format: install ## Format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install services packages lint ## Run every test (lint included)
+test: install services packages test-stack lint ## Run every test (lint included)
 	$(BIN)/pytest
+
+CHAOS_SECONDS ?= 300
+CHAOS_SEED ?=
+
+chaos: install packages ## Seeded fault-injection run that reconciles every effect (CHAOS_SECONDS=300, CHAOS_SEED=random; docs/reliability.md)
+	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) $(BIN)/python -m tests.chaos
 
 bench: install ## Benchmark the API against a raw-asyncpg reference (bench/results/latest.md)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

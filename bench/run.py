@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
     fixture_file = RESULTS / "fixtures.lua"
     data = fixtures.build(fixture_file)
     api = Server(APP, args.api_port, [str(BIN / "taskhub"), "api", "--host", "127.0.0.1"])
-    api.command += ["--port", str(args.api_port), "--workers", "1"]
+    api.command += ["--port", str(args.api_port), "--workers", "1", "--metrics-port", "0"]
     ref = Server(REF, args.reference_port, [str(BIN / "python"), "bench/reference_app.py"])
     ref.command += ["--port", str(args.reference_port)]
 

@@ -8,7 +8,8 @@
 #                                    it watches the namespace it runs in)
 #   - ingress-nginx                 (Helm chart ingress-nginx, ns ingress-nginx)
 #   - prometheus-operator CRDs      (optional: WITH_PROMETHEUS_CRDS=1)
-#   - the app namespace (k8s/namespace.yaml) and the `taskhub-auth` Secret
+#   - the app namespace (k8s/namespace.yaml) and the `taskhub-auth` and
+#     `taskhub-webhook-keys` Secrets
 #
 # Usage:  k8s/install-prerequisites.sh            # current kubectl context
 #         NAMESPACE=taskhub WITH_PROMETHEUS_CRDS=1 k8s/install-prerequisites.sh
@@ -82,6 +83,14 @@ log "Secret taskhub-auth (token signing key)"
 if ! kubectl -n "${NAMESPACE}" get secret taskhub-auth >/dev/null 2>&1; then
   kubectl -n "${NAMESPACE}" create secret generic taskhub-auth \
     --from-literal=secret-key="$(openssl rand -hex 32)"
+else
+  echo "exists, kept"
+fi
+
+log "Secret taskhub-webhook-keys (encrypts webhook signing secrets at rest)"
+if ! kubectl -n "${NAMESPACE}" get secret taskhub-webhook-keys >/dev/null 2>&1; then
+  kubectl -n "${NAMESPACE}" create secret generic taskhub-webhook-keys \
+    --from-literal=secret-keys="{\"$(date +%Y-%m)\": \"$(openssl rand -base64 32)\"}"
 else
   echo "exists, kept"
 fi

@@ -66,7 +66,13 @@ def settings(database_url: str, redis_url: str) -> Settings:
         db=DatabaseSettings(url=database_url),
         redis=RedisSettings(url=redis_url, key_prefix=f"taskhub-test-{uuid.uuid4().hex[:8]}:"),
         # Many logins per username across tests; tests/data checks the real limits.
-        ratelimit=RateLimitSettings(token=Rate(requests=10_000)),
+        ratelimit=RateLimitSettings(
+            token=Rate(requests=10_000),
+            token_per_ip=Rate(requests=10_000),
+            register_per_ip=Rate(requests=10_000),
+            refresh_per_ip=Rate(requests=10_000),
+            logout_per_ip=Rate(requests=10_000),
+        ),
         log_json=False,
         log_level="WARNING",
     )

@@ -146,12 +146,28 @@ def _upgrade_locked(connection: Connection, versions: SchemaVersion, phase: Phas
     return f"schema upgraded from {current or 'nothing'} to {target}{later}"
 
 
-def serve_api(host: str, port: int, workers: int, reload: bool) -> None:
+def serve_api(host: str, port: int, workers: int, reload: bool, metrics_port: int = 0) -> None:
+    if metrics_port and metrics_port == port:
+        sys.exit(f"taskhub api: --metrics-port {metrics_port} is the API's own port")
+    if metrics_port and (workers > 1 or reload):
+        # The app runs in uvicorn's child processes: before anything imports
+        # prometheus_client (here or in a child, which inherits the environment), they
+        # are told to write their metrics here, and this process serves the sum.
+        metrics_dir = tempfile.mkdtemp(prefix="taskhub-api-metrics-")
+        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     import uvicorn
 
+    from taskhub_api.observability import configure_logging, serve_metrics
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    if metrics_port:
+        # Not on the API's port: the public Service and the Ingress never reach it.
+        serve_metrics(host, metrics_port)
     # X-Forwarded-* only from the trusted proxies of the settings (the rate limiter
     # resolves client addresses the same way).
-    trusted = get_settings().ratelimit.trusted_proxies
+    trusted = settings.ratelimit.trusted_proxies
     uvicorn.run(
         "taskhub_api.main:create_app",
         factory=True,
@@ -164,6 +180,10 @@ def serve_api(host: str, port: int, workers: int, reload: bool) -> None:
         proxy_headers=bool(trusted),
         forwarded_allow_ips=",".join(trusted) or None,
         server_header=False,
+        # A new worker (--workers N) re-imports this module before it can answer the
+        # supervisor's first ping: several seconds on a busy node, where uvicorn's 5 s
+        # had it kill and replace every new worker, over and over.
+        timeout_worker_healthcheck=30,
     )
 
 
@@ -175,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     api.add_argument("--port", type=int, default=8000)
     api.add_argument("--workers", type=int, default=1)
     api.add_argument("--reload", action="store_true")
+    api.add_argument("--metrics-port", type=int, default=9807, help="0 disables /metrics")
     migration = commands.add_parser(
         "migrate", help="apply database migrations (under a lock; to head by default)"
     )
@@ -198,6 +219,10 @@ def main(argv: list[str] | None = None) -> None:
     relay = commands.add_parser("relay", help="run the outbox relay and the event dispatcher")
     relay.add_argument("--without-dispatcher", action="store_true")
     relay.add_argument("--metrics-port", type=int, default=9809, help="0 disables /metrics")
+    dispatcher = commands.add_parser(
+        "dispatcher", help="run the event dispatcher alone (events -> jobs)"
+    )
+    dispatcher.add_argument("--metrics-port", type=int, default=9811, help="0 disables /metrics")
     beat = commands.add_parser("beat", help="run Celery beat (maintenance schedule)")
     beat.add_argument(
         "--schedule-file",
@@ -215,16 +240,26 @@ def main(argv: list[str] | None = None) -> None:
     operator.add_argument("--namespace", help="namespace to watch (default: the pod's own)")
     operator.add_argument("--liveness-port", type=int, default=8081, help="0 serves no /healthz")
     operator.add_argument("--verbose", action="store_true")
+    webhooks = commands.add_parser("webhooks", help="webhook maintenance")
+    webhook_actions = webhooks.add_subparsers(dest="action", required=True)
+    rotate = webhook_actions.add_parser(
+        "rotate-key",
+        help="encrypt every webhook secret with webhooks.active_key_id (plaintext rows too); "
+        "idempotent, safe while deliveries run",
+    )
+    rotate.add_argument("--batch-size", type=int, default=500, help="rows per transaction")
     args = parser.parse_args(argv)
 
     if args.command == "api":
-        serve_api(args.host, args.port, args.workers, args.reload)
+        serve_api(args.host, args.port, args.workers, args.reload, args.metrics_port)
     elif args.command == "migrate":
         migrate(args.phase)
     elif args.command == "bootstrap-admin":
         asyncio.run(bootstrap_admin(get_settings(), args.credentials_file))
-    elif args.command in ("worker", "relay", "beat", "dlq"):
+    elif args.command in ("worker", "relay", "dispatcher", "beat", "dlq"):
         _async_layer(args)
+    elif args.command == "webhooks":
+        rotate_webhook_key(get_settings(), args.batch_size)
     elif args.command == "operator":
         from taskhub_operator.main import run as run_operator
 
@@ -253,12 +288,42 @@ def _async_layer(args: argparse.Namespace) -> None:
         from taskhub_workers.services import run_relay
 
         run_relay(dispatch=not args.without_dispatcher, metrics_port=args.metrics_port)
+    elif args.command == "dispatcher":
+        from taskhub_workers.services import run_dispatcher
+
+        run_dispatcher(metrics_port=args.metrics_port)
     elif args.command == "beat":
         from taskhub_workers.services import run_beat
 
         run_beat(args.schedule_file, settings.log_level, args.metrics_port)
     else:
         dead_letters(settings, args.action, args.queue, args.limit)
+
+
+def rotate_webhook_key(settings: Settings, batch_size: int) -> None:
+    """`taskhub webhooks rotate-key`: exit 1 when a secret could not be read (it is
+    left as it was; add its key to webhooks.secret_keys and run again)."""
+    from taskhub_api.db import Database
+    from taskhub_api.observability import configure_logging
+    from taskhub_api.webhooks.keyring import KeyRing
+    from taskhub_api.webhooks.service import rotate_secrets
+
+    configure_logging(settings.log_level, settings.log_json)
+    keyring = KeyRing.from_settings(settings)
+
+    async def run() -> None:
+        db = Database(settings.db)
+        try:
+            outcome = await rotate_secrets(db, keyring, max(1, batch_size))
+        finally:
+            await db.dispose()
+        print(f"{outcome.rotated} webhook secret(s) now encrypted with key {keyring.active_key_id}")
+        for problem in outcome.failed:
+            print(f"not rotated: {problem}", file=sys.stderr)
+        if outcome.failed:
+            sys.exit(f"{len(outcome.failed)} webhook secret(s) could not be read")
+
+    asyncio.run(run())
 
 
 def dead_letters(settings: Settings, action: str, queue: str, limit: int | None) -> None:

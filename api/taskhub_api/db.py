@@ -25,11 +25,12 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
 
 from taskhub_api.dbhealth import DatabaseMonitor
-from taskhub_api.dbpool import pool_class
+from taskhub_api.dbpool import pool_class, replace_closed_on_connect, warm_up
 from taskhub_api.errors import ServiceUnavailable
 from taskhub_api.kit import greenlets, lsn
 from taskhub_api.settings import DatabaseSettings
@@ -42,7 +43,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 DB_READS = Counter("taskhub_db_reads_total", "Reads by the endpoint that served them", ["target"])
-_READS_BY = {target: DB_READS.labels(target) for target in ("primary", "replica", "fallback")}
+_READS_BY = {
+    target: DB_READS.labels(target) for target in ("primary", "replica", "fallback", "retry")
+}
 
 # The connection (not the statement) failed: the connection is discarded, and a read
 # may be retried on the other endpoint.
@@ -57,6 +60,18 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InternalClientError,
     OSError,
     TimeoutError,  # command_timeout
+)
+# A pooled connection that died while idle (its server or PgBouncer restarted, its
+# backend was terminated) fails the next statement sent on it with one of these, and
+# that statement did not run: a read meeting one is retried once on a fresh connection.
+# Not TimeoutError: a slow statement or endpoint would only be waited for twice.
+_DEAD_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.InternalClientError,
+    ConnectionError,
 )
 # A read may also be retried elsewhere after these (connect failures arrive wrapped by
 # SQLAlchemy; a standby cancels queries that conflict with replay).
@@ -102,7 +117,7 @@ def create_engine(url: str, settings: DatabaseSettings, pool: str = "primary") -
     if settings.statement_cache_size == 0:
         # SQLAlchemy keeps its own prepared-statement cache on top of asyncpg's.
         connect_args["prepared_statement_cache_size"] = 0
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         poolclass=pool_class(pool),
         pool_size=settings.pool_size,
@@ -111,6 +126,8 @@ def create_engine(url: str, settings: DatabaseSettings, pool: str = "primary") -
         pool_recycle=1800,
         connect_args=connect_args,
     )
+    replace_closed_on_connect(engine)
+    return engine
 
 
 class Database:
@@ -129,12 +146,25 @@ class Database:
             self.replica, class_=ReadSession, expire_on_commit=False, autoflush=False
         )
         self.monitor = DatabaseMonitor(
-            settings, replica=self.replica is not self.primary, on_reconnect=self._reset_pool
+            settings,
+            replica=self.replica is not self.primary,
+            on_reconnect=self._reset_pool,
+            warm_up=self.warm_up if settings.warm_up_seconds > 0 else None,
         )
 
     async def start(self) -> None:
-        """Probe both endpoints, then keep probing in the background."""
+        """Probe both endpoints, then keep probing in the background, where the pools
+        are warmed as soon as the primary answers (readiness waits for that)."""
         await self.monitor.start()
+
+    async def warm_up(self) -> bool:
+        """Opens the primary's pool, and the replica's if it answers, to ``pool_size``
+        connections each (``dbpool.warm_up``). False when the primary failed meanwhile:
+        the monitor tries again once it answers."""
+        engines = {"primary": self.primary}
+        if self.monitor.replica is not None and self.monitor.replica.up:
+            engines["replica"] = self.replica
+        return await warm_up(engines, raw_connection, self.settings)
 
     async def dispose(self) -> None:
         await self.monitor.stop()
@@ -168,14 +198,17 @@ class Database:
                 monitor,
                 self.settings.replica_read_timeout,
             )
-        if primary_up:
-            # The probe's position minus one: a transaction committing while it was
-            # taken may be invisible a moment longer (see docs/data.md).
-            return ReadEngine(
-                self.primary, "primary", max(monitor.primary.lsn - 1, 0), None, monitor
-            )
-        raise DatabaseUnavailable(
-            "The primary database is unavailable and the replica has not caught up yet."
+        # The probe's position minus one: a transaction committing while it was taken
+        # may be invisible a moment longer (see docs/data.md). With the primary down
+        # too as far as the last probe knows, the read first has the monitor look again
+        # (that probe may have caught PgBouncer restarting), then needs the primary.
+        return ReadEngine(
+            self.primary,
+            "primary",
+            max(monitor.primary.lsn - 1, 0),
+            None,
+            monitor,
+            recheck=not primary_up,
         )
 
     def principal_reader(self) -> ReadEngine:
@@ -232,20 +265,41 @@ class ReadEngine:
     monitor: DatabaseMonitor
     # Bound of the first attempt when there is a fallback (replica_read_timeout).
     timeout: float | None = None
+    # Every node was down at the last probe: probe again first, fail if still so.
+    recheck: bool = False
 
     async def run(self, query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``query`` on the driver connection (no ORM, no BEGIN: the hot path)."""
+        if self.recheck:
+            await self.monitor.recheck()
+            if not self.monitor.primary.up:
+                raise DatabaseUnavailable(
+                    "The primary database is unavailable and the replica has not caught up."
+                )
         _READS_BY[self.target].inc()
         if self.fallback is None:
-            async with raw_connection(self.engine) as conn:
-                return await query(conn)
+            return await self._read(self.engine, query)
         try:
             async with asyncio.timeout(self.timeout), raw_connection(self.engine) as conn:
                 return await query(conn)
         except _RETRYABLE_READ_ERRORS:
             self.monitor.nudge()
         _READS_BY["fallback"].inc()
-        async with raw_connection(self.fallback) as conn:
+        return await self._read(self.fallback, query)
+
+    async def _read(
+        self, engine: AsyncEngine, query: Callable[[asyncpg.Connection], Awaitable[T]]
+    ) -> T:
+        # Reads only: a write must not be sent twice (it may have committed).
+        try:
+            async with raw_connection(engine) as conn:
+                return await query(conn)
+        except _DEAD_CONNECTION_ERRORS:
+            # Its pooled connection died unnoticed (discarded by raw_connection): once
+            # more on another; the pool replaces those it knows are closed.
+            self.monitor.nudge()
+        _READS_BY["retry"].inc()
+        async with raw_connection(engine) as conn:
             return await query(conn)
 
 
@@ -324,10 +378,13 @@ async def raw_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connectio
     no ORM, no ``Connection`` object, no BEGIN); discarded if the connection broke.
 
     The pool's checkout and checkin may await (connect, close), so they run in
-    SQLAlchemy's greenlet bridge; the connection itself is used directly.
+    SQLAlchemy's greenlet bridge; the connection itself is used directly. A pooled
+    connection its server closed while it sat idle is replaced before use.
     """
     pooled = await greenlet_spawn(engine.sync_engine.raw_connection)
     driver = cast("asyncpg.Connection", pooled.driver_connection)  # checked out: connected
+    if driver.is_closed():
+        pooled, driver = await _replace_closed(engine, pooled)
     try:
         yield driver
     except _ABANDON_CONNECTION:
@@ -338,3 +395,23 @@ async def raw_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connectio
         raise
     finally:
         await greenlet_spawn(pooled.close)
+
+
+async def _replace_closed(
+    engine: AsyncEngine, pooled: PoolProxiedConnection
+) -> tuple[PoolProxiedConnection, asyncpg.Connection]:
+    # After a PgBouncer restart every idle connection is closed: at most all of them,
+    # then a discarded one, which reconnects.
+    pool = engine.pool
+    for _ in range((pool.checkedin() if isinstance(pool, QueuePool) else 0) + 1):
+        await greenlet_spawn(_discard, pooled)
+        pooled = await greenlet_spawn(engine.sync_engine.raw_connection)
+        driver = cast("asyncpg.Connection", pooled.driver_connection)
+        if not driver.is_closed():
+            break
+    return pooled, driver
+
+
+def _discard(pooled: PoolProxiedConnection) -> None:
+    pooled.invalidate()  # its record reconnects when next checked out
+    pooled.close()

@@ -5,6 +5,11 @@ connection of its own and within ``probe_timeout_seconds``. The answers decide w
 read goes (replica only when it has replayed far enough), make writes fail fast while
 the primary is gone (PgBouncer would otherwise queue them), drive readiness, and
 reset an engine's pool once its endpoint came back (its pooled connections died).
+
+The same loop warms the pools once, as soon as the primary first answers, and probes
+nothing meanwhile: the warm-up holds a pool's worth of PgBouncer server connections,
+and a probe queued behind it would time out and reset the very pool being warmed.
+Readiness waits for ``warmed``.
 """
 
 from __future__ import annotations
@@ -76,12 +81,21 @@ class Node:
     broken: bool = False
 
 
+# A warm-up failing this often although the primary answers its probes will not do
+# better: serve cold rather than stay unready.
+WARM_UP_ATTEMPTS = 5
 Reset = Callable[[str], Awaitable[None]]
+WarmUp = Callable[[], Awaitable[bool]]
 
 
 class DatabaseMonitor:
     def __init__(
-        self, settings: DatabaseSettings, *, replica: bool, on_reconnect: Reset | None = None
+        self,
+        settings: DatabaseSettings,
+        *,
+        replica: bool,
+        on_reconnect: Reset | None = None,
+        warm_up: WarmUp | None = None,
     ) -> None:
         self._interval = settings.health_interval_seconds
         self._timeout = settings.probe_timeout_seconds
@@ -93,8 +107,13 @@ class DatabaseMonitor:
             else None
         )
         self._on_reconnect = on_reconnect
+        self._warm_up = warm_up
+        # The pools were warmed (or there is nothing to warm): ready to serve.
+        self.warmed = warm_up is None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Done when a probe round that started after it was asked for has ended.
+        self._next_round: asyncio.Future[None] | None = None
 
     @property
     def nodes(self) -> list[Node]:
@@ -130,15 +149,43 @@ class DatabaseMonitor:
         """Probe now (a request just saw a connection error)."""
         self._wake.set()
 
+    async def recheck(self) -> None:
+        """Probe now and wait for the outcome, at most ``probe_timeout_seconds``: a
+        request that found every node down asks whether that is still so (the last
+        probe may have caught PgBouncer restarting a moment ago)."""
+        if self._task is None or self._task.done():
+            return
+        if self._next_round is None:
+            self._next_round = asyncio.get_running_loop().create_future()
+        round_ = self._next_round
+        self.nudge()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(round_), self._timeout)
+
     async def _run(self) -> None:
+        attempts = 0  # of the warm-up while the primary answered its probes
         while True:
+            if not self.warmed and self.primary.up and self._warm_up is not None:
+                attempts += 1
+                try:
+                    self.warmed = await self._warm_up()  # bounded; False: try again
+                except Exception:
+                    log.exception("warming the connection pools failed unexpectedly")
+                    self.warmed = True  # serve cold rather than never
+                if not self.warmed and attempts >= WARM_UP_ATTEMPTS:
+                    log.warning("connection pools not warmed (%d attempts): serving", attempts)
+                    self.warmed = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
+            waiting, self._next_round = self._next_round, None
             try:
                 await self.probe_all()
             except Exception:  # never let the monitor die
                 log.exception("database probe failed unexpectedly")
+            finally:
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(None)
 
     async def probe_all(self) -> None:
         await asyncio.gather(*(self._probe(node) for node in self.nodes))

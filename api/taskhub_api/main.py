@@ -11,7 +11,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
@@ -214,10 +213,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_api_route(
         "/health", ready, methods=["GET"], tags=["health"], summary="Alias of /health/ready"
     )
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    # No /metrics here: the public port must not show it. `taskhub api` serves the
+    # metrics on a port of its own (observability.serve_metrics).
 
     app.add_middleware(ResponseHeadersMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -1,19 +1,28 @@
 """JSON logs carrying the request id (and, with tracing on, the trace and span ids),
-and Prometheus HTTP metrics."""
+Prometheus HTTP metrics, and the metrics server of ``taskhub api`` (a port of its own,
+default 9807, which the public Service does not expose)."""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import itertools
 import logging
 import os
 import re
 import sys
+import threading
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import orjson
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client.exposition import start_http_server
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskhub_api import logcontext
@@ -172,3 +181,57 @@ class RequestContextMiddleware:
                     },
                 )
             request_id_var.reset(token)
+
+
+class ProcessGroupCollector(Collector):
+    """The metrics of every uvicorn worker process (``taskhub api --workers N``), from
+    the files they write to ``PROMETHEUS_MULTIPROC_DIR``, summed as prometheus_client
+    does. Gauges of workers that died are dropped first: uvicorn replaces a dead worker
+    with a new process, so its last ``taskhub_db_up`` would otherwise be reported for
+    ever. Its counters and histograms stay in the sums, which must not go down."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._files = multiprocess.MultiProcessCollector(None, path)  # type: ignore[no-untyped-call]
+        # One scrape at a time: another must not read a file this one removes.
+        self._lock = threading.Lock()
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            for name in glob.glob(os.path.join(self._path, "gauge_*_*.db")):
+                mode, pid = os.path.basename(name).removesuffix(".db").split("_")[1:]
+                # Per-process gauges only: a "sum" or "max" gauge would lose its value.
+                if (mode == "all" or mode.startswith("live")) and not _alive(int(pid)):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(name)
+            metrics: list[Metric] = list(self._files.collect())  # type: ignore[no-untyped-call]
+        return metrics
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process now: not one of ours
+        return False
+    return True
+
+
+def metrics_registry() -> CollectorRegistry:
+    """What the metrics port serves: this process's registry, or with
+    ``PROMETHEUS_MULTIPROC_DIR`` set (several workers) the sum over all of them."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return REGISTRY
+    registry = CollectorRegistry()
+    registry.register(ProcessGroupCollector(path))
+    return registry
+
+
+def serve_metrics(host: str, port: int) -> WSGIServer:
+    """Serves ``/metrics`` on ``host:port`` from a thread of this process; the server,
+    for ``shutdown()``."""
+    server, _ = start_http_server(port, host, registry=metrics_registry())
+    logging.getLogger("taskhub").info("API metrics on %s:%s/metrics", host, port)
+    return server

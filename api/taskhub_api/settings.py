@@ -6,11 +6,21 @@ setting has a local default so ``make dev`` works without a ``.env`` file.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 import secrets
 from functools import lru_cache
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import (
+    BaseModel,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,6 +39,10 @@ class DatabaseSettings(BaseModel):
     pool_timeout: float = Field(default=2.0, gt=0)
     # Seconds to establish a new connection.
     connect_timeout: float = Field(default=2.0, gt=0)
+    # At start the API opens pool_size connections to the primary and to the replica
+    # (and so as many PgBouncer server connections) before /health/ready says ok, for
+    # at most about this long; 0 skips it (see docs/data.md, "Start-up").
+    warm_up_seconds: float = Field(default=10.0, ge=0)
     # asyncpg's prepared statement cache. Must be 0 behind PgBouncer < 1.21 in
     # transaction mode; newer PgBouncer with max_prepared_statements handles it.
     statement_cache_size: int = Field(default=100, ge=0)
@@ -113,6 +127,13 @@ class RateLimitSettings(BaseModel):
     )
     # POST /auth/token per client IP and username (password guessing).
     token: Rate = Rate(requests=10, per_seconds=60)
+    # Per client IP, whatever the username or token: guessing spread over many
+    # usernames (spraying), account creation (each costs a password hash, a row and a
+    # welcome email), and the refresh and logout endpoints.
+    token_per_ip: Rate = Rate(requests=30, per_seconds=60)
+    register_per_ip: Rate = Rate(requests=20, per_seconds=600)
+    refresh_per_ip: Rate = Rate(requests=60, per_seconds=60)
+    logout_per_ip: Rate = Rate(requests=30, per_seconds=60)
     # Peers whose X-Forwarded-For is believed (the ingress), as CIDRs.
     trusted_proxies: list[str] = Field(default_factory=list)
 
@@ -153,11 +174,65 @@ class SmtpSettings(BaseModel):
     timeout_seconds: float = Field(default=30.0, gt=0)
 
 
+def webhook_key_bytes(value: SecretStr) -> bytes:
+    """A ``webhooks.secret_keys`` value: 32 bytes in base64 (standard or URL-safe,
+    padding optional), e.g. ``openssl rand -base64 32``."""
+    text = value.get_secret_value().strip().replace("-", "+").replace("_", "/")
+    try:
+        key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error as exc:
+        raise ValueError("is not base64") from exc
+    if len(key) != 32:
+        raise ValueError(f"must be 32 bytes (AES-256), not {len(key)}")
+    return key
+
+
 class WebhookSettings(BaseModel):
-    # Tests and local development deliver to loopback receivers; production must not
-    # reach internal addresses (SSRF).
-    allow_private_networks: bool = False
+    # Networks deliveries may reach although they are not public (SSRF guard, see
+    # docs/security.md): loopback receivers in tests and local development, an
+    # in-cluster receiver. Link-local and cloud metadata addresses stay refused.
+    allowed_networks: list[IPvAnyNetwork] = Field(default_factory=list)
     timeout: float = Field(default=10.0, gt=0, le=60)
+    # Keys that encrypt webhook signing secrets at rest (AES-256-GCM), by key id:
+    # TASKHUB_WEBHOOKS__SECRET_KEYS='{"2026-12": "<base64 of 32 bytes>"}'. New secrets
+    # use active_key_id (optional with one key); older keys stay listed until
+    # `taskhub webhooks rotate-key` has re-encrypted everything. Unset: a key derived
+    # from auth.secret_key, for development only (a warning says so).
+    secret_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    active_key_id: str | None = None
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _allowed_networks_mean_what_they_say(
+        cls, networks: list[IPvAnyNetwork]
+    ) -> list[IPvAnyNetwork]:
+        from taskhub_api.webhooks.addresses import allow_list_problems
+
+        problems = allow_list_problems(networks)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return networks
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _keys_are_aes_256(cls, keys: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for key_id, value in keys.items():
+            if not re.fullmatch(r"[A-Za-z0-9._-]{1,32}", key_id):
+                raise ValueError(f"key id {key_id!r}: 1-32 of A-Z a-z 0-9 . _ -")
+            try:
+                webhook_key_bytes(value)
+            except ValueError as exc:
+                raise ValueError(f"key {key_id!r} {exc}") from None
+        return keys
+
+    @model_validator(mode="after")
+    def _active_key_is_listed(self) -> WebhookSettings:
+        if self.active_key_id is None:
+            if len(self.secret_keys) > 1:
+                raise ValueError("active_key_id is needed when secret_keys has several keys")
+        elif self.active_key_id not in self.secret_keys:
+            raise ValueError(f"active_key_id {self.active_key_id!r} is not in secret_keys")
+        return self
 
 
 class MaintenanceSettings(BaseModel):

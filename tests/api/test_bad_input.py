@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY, generate_latest
 
 from taskhub_api.observability import _new_request_id
 from tests.api.conftest import NewUser, create_task
@@ -32,6 +33,11 @@ def assert_problem(response: httpx.Response, status: int, field: str | None = No
         (b'{"title": "x", "colour": "red"}', "colour"),
         (b'{"title": "a\\u0000b"}', "title"),
         (b'{"title": "\\ud800"}', "title"),
+        (b'{"title": "a\\u001b[31mb"}', "title"),
+        (b'{"title": "\\u202eevil"}', "title"),
+        (b'{"title": "\\u200b"}', "title"),
+        (b'{"title": "x", "labels": ["ok", "\\u0007"]}', "labels[1]"),
+        (b'{"title": "x", "description": "\\u009b2J"}', "description"),
         (b'{"title": 5}', "title"),
         (b'{"title": "x", "labels": "ops"}', "labels"),
         (b'{"title": "x", "due_at": "tomorrow"}', "due_at"),
@@ -63,6 +69,9 @@ async def test_malformed_create_bodies(
         ({"due_after": "2027-01-01T00:00:00"}, "due_after"),
         ({"q": ""}, "q"),
         ({"q": "a\x00b"}, "q"),
+        ({"q": "a\x1bb"}, "q"),
+        ({"q": "\u200b"}, "q"),
+        ({"label": "\u202eops"}, "label[0]"),
         ({"label": "x" * 51}, "label[0]"),
         ({"cursor": "x" * 2000}, "cursor"),
     ],
@@ -169,7 +178,7 @@ class TestOperationalEndpoints:
         alice = await new_user()
         task = await create_task(client, alice)
         await client.get(f"{TASKS}/{task['id']}", headers=alice.headers)
-        text = (await client.get("/metrics")).text
+        text = generate_latest(REGISTRY).decode()  # what the metrics port serves
         assert 'route="/api/v1/tasks/{task_id}",status="200"' in text
         assert task["id"] not in text
         assert "taskhub_http_request_duration_seconds_bucket" in text

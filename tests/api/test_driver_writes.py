@@ -5,6 +5,7 @@ adapter (its lazily begun transaction) to the pinned version."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -113,11 +114,21 @@ async def test_a_connection_lost_before_begin_is_discarded_and_reported_as_lost(
             await session.connection()  # checked out; nothing sent yet
             killer = await asyncpg.connect(url)
             try:
-                await killer.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                killed = await killer.fetch(
+                    "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND application_name = 'taskhub' "
                     "AND state = 'idle' AND pid <> pg_backend_pid()"
                 )
+                # Every idle connection of the warm pool dies, as in a server restart.
+                # Once their backends are gone, the pool sees them closed.
+                pids = [row["pid"] for row in killed]
+                for _ in range(100):
+                    gone = not await killer.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)", pids
+                    )
+                    await asyncio.sleep(0.05 if not gone else 0.2)
+                    if gone:
+                        break
             finally:
                 await killer.close()
             await driver_connection(session)

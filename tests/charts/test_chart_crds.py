@@ -20,6 +20,7 @@ from chart_helpers import CRD_DIR, Rendered, forbid_unknown_fields, parse, rende
 CRD_FILES = {
     ("postgresql.cnpg.io", "Cluster"): "postgresql.cnpg.io_clusters.yaml",
     ("postgresql.cnpg.io", "Pooler"): "postgresql.cnpg.io_poolers.yaml",
+    ("postgresql.cnpg.io", "ScheduledBackup"): "postgresql.cnpg.io_scheduledbackups.yaml",
     ("rabbitmq.com", "RabbitmqCluster"): "rabbitmq.com_rabbitmqclusters.yaml",
     ("k8s.keycloak.org", "Keycloak"): "keycloaks.k8s.keycloak.org-v1.yml",
     ("k8s.keycloak.org", "KeycloakRealmImport"): "keycloakrealmimports.k8s.keycloak.org-v1.yml",

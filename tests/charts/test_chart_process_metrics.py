@@ -1,6 +1,7 @@
-"""Scraping the relay (port 9809), beat (port 9810) and RabbitMQ's per-object
-metrics: the container port and probes, the headless Service, the
-ServiceMonitors, and the NetworkPolicy path."""
+"""Scraping the API (port 9807), the relay (port 9809), beat (port 9810) and
+RabbitMQ's per-object metrics: the container port and probes, the headless
+Service, the ServiceMonitors, and the NetworkPolicy path; and the API's metrics
+never behind its public Service or the Ingress."""
 
 from __future__ import annotations
 
@@ -99,6 +100,117 @@ def test_some_profile_renders_the_whole_path(
     assert any(
         r.get("ServiceMonitor", process.service) is not None
         and r.values["networkPolicy"]["enabled"]
+        for r in all_rendered
+    )
+
+
+API_METRICS = 9807
+API_SERVICE = "taskhub-api"
+API_METRICS_SERVICE = "taskhub-api-metrics"
+
+
+def _api(rendered: Rendered) -> tuple[Manifest, Manifest]:
+    """The API Deployment and its container."""
+    deployment = rendered.get("Deployment", API_SERVICE)
+    assert deployment is not None
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return deployment, container
+
+
+def _exposes_metrics(service: Manifest) -> bool:
+    return any(
+        port.get("name") == "metrics"
+        or port.get("targetPort") in ("metrics", API_METRICS)
+        or port["port"] == API_METRICS
+        for port in service["spec"]["ports"]
+    )
+
+
+class TestApiMetrics:
+    def test_the_api_serves_metrics_on_a_port_of_its_own(self, rendered: Rendered) -> None:
+        _, container = _api(rendered)
+        assert container["args"][0] == "api"
+        # `taskhub api --metrics-port`'s default: the chart passes no other.
+        assert not [a for a in container["args"] if a.startswith("--metrics-port")]
+        assert container["ports"] == [
+            {"name": "http", "containerPort": 8000, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": API_METRICS, "protocol": "TCP"},
+        ]
+        # The probes stay on the API's port.
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert container[probe]["httpGet"]["port"] == "http"
+
+    def test_the_api_service_has_no_metrics_port(self, rendered: Rendered) -> None:
+        service = rendered.get("Service", API_SERVICE)
+        assert service is not None
+        assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
+        assert service["spec"]["ports"][0]["targetPort"] == "http"
+        assert not _exposes_metrics(service)
+
+    def test_no_ingress_backend_service_has_a_metrics_port(self, rendered: Rendered) -> None:
+        ingresses = rendered.of_kind("Ingress")
+        assert bool(ingresses) == rendered.values["ingress"]["enabled"]
+        for ingress in ingresses:
+            for rule in ingress["spec"]["rules"]:
+                for path in rule["http"]["paths"]:
+                    assert not path["path"].startswith("/metrics"), path
+                    backend = path["backend"]["service"]
+                    assert backend["name"] != API_METRICS_SERVICE
+                    assert backend["port"] == {"name": "http"}
+                    service = rendered.get("Service", backend["name"])
+                    assert service is not None, backend
+                    assert not _exposes_metrics(service), service["metadata"]["name"]
+
+    def test_a_headless_metrics_service_selects_the_api_pods(self, rendered: Rendered) -> None:
+        deployment, _ = _api(rendered)
+        service = rendered.get("Service", API_METRICS_SERVICE)
+        assert service is not None
+        pods = deployment["spec"]["template"]["metadata"]["labels"]
+        assert selector_matches({"matchLabels": service["spec"]["selector"]}, pods)
+        # Cluster-internal whatever api.service.type says; Prometheus reads its endpoints.
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+        assert service["spec"]["clusterIP"] == "None"
+        assert service["spec"]["ports"] == [
+            {"name": "metrics", "port": API_METRICS, "targetPort": "metrics", "protocol": "TCP"}
+        ]
+
+    def test_the_service_monitor_scrapes_the_metrics_service(self, rendered: Rendered) -> None:
+        monitor = rendered.get("ServiceMonitor", API_SERVICE)
+        assert (monitor is not None) == rendered.values["metrics"]["serviceMonitor"]["enabled"]
+        if monitor is None:
+            return
+        matching = [
+            s["metadata"]["name"]
+            for s in rendered.of_kind("Service")
+            if selector_matches(monitor["spec"]["selector"], s["metadata"]["labels"])
+        ]
+        assert matching == [API_METRICS_SERVICE]
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+        # The job keeps the API Service's name, which the rules and dashboards select.
+        assert endpoint["relabelings"] == [{"targetLabel": "job", "replacement": API_SERVICE}]
+        assert monitor["metadata"]["labels"].items() >= (
+            rendered.values["metrics"]["serviceMonitor"]["labels"].items()
+        )
+
+    def test_only_monitoring_reaches_the_api_metrics_port(self, rendered: Rendered) -> None:
+        if not rendered.values["networkPolicy"]["enabled"]:
+            return
+        deployment, _ = _api(rendered)
+        pod = Endpoint(deployment["spec"]["template"]["metadata"]["labels"])
+        assert allowed(rendered, PROMETHEUS, pod, API_METRICS)
+        assert not allowed(rendered, INGRESS_CONTROLLER, pod, API_METRICS)
+        assert allowed(rendered, INGRESS_CONTROLLER, pod, 8000)
+        # Prometheus has no business on the API's own port any more, nor on a worker's.
+        assert not allowed(rendered, PROMETHEUS, pod, 8000)
+        assert not allowed(rendered, PROMETHEUS, pod, 9808)
+
+
+def test_some_profile_renders_the_whole_api_path(all_rendered: list[Rendered]) -> None:
+    assert any(
+        r.get("ServiceMonitor", API_SERVICE) is not None
+        and r.values["networkPolicy"]["enabled"]
+        and r.values["ingress"]["enabled"]
         for r in all_rendered
     )
 

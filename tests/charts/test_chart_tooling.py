@@ -267,6 +267,23 @@ class TestPrerequisites:
         )
         assert result.returncode == 0, result.stderr
 
+    def test_creates_every_secret_the_default_values_need(self) -> None:
+        """An install with the default values needs each default `existingSecret` to
+        exist: the script creates them all."""
+        values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+
+        def named(node: Any) -> list[str]:
+            if isinstance(node, dict):
+                found = [v for k, v in node.items() if k == "existingSecret" and v]
+                return found + [name for v in node.values() for name in named(v)]
+            return []
+
+        needed = named(values)
+        assert "taskhub-auth" in needed and "taskhub-webhook-keys" in needed
+        text = (REPO_ROOT / "k8s" / "install-prerequisites.sh").read_text()
+        for secret in needed:
+            assert f"create secret generic {secret}" in text, secret
+
     def test_namespace_manifest(self) -> None:
         (namespace,) = [
             d for d in yaml.safe_load_all((REPO_ROOT / "k8s" / "namespace.yaml").read_text()) if d

@@ -98,6 +98,7 @@ class Server:
     """`taskhub api` on its own port, with its own settings."""
 
     base_url: str
+    metrics_url: str  # `taskhub api --metrics-port`: the API's own port has no /metrics
     log: Path
     process: subprocess.Popen[bytes]
     env: dict[str, str]
@@ -108,8 +109,8 @@ class Server:
 
     async def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels``."""
-        async with self.client() as http:
-            text = (await http.get("/metrics")).text
+        async with httpx.AsyncClient(timeout=10) as http:
+            text = (await http.get(self.metrics_url)).text
         total = 0.0
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
@@ -162,7 +163,7 @@ def _free_port() -> int:
 
 
 def _start_server(tmp: Path, overrides: dict[str, str]) -> Server:
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     env = {
         **os.environ,
         "TASKHUB_DB__URL": BOUNCER_URL,
@@ -179,13 +180,24 @@ def _start_server(tmp: Path, overrides: dict[str, str]) -> Server:
     taskhub = Path(sys.executable).parent / "taskhub"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(taskhub), "api", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                str(taskhub),
+                "api",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--metrics-port",
+                str(metrics_port),
+            ],
             env=env,
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    server = Server(f"http://127.0.0.1:{port}", log, process, env)
+    server = Server(
+        f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", log, process, env
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:

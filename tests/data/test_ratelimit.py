@@ -1,7 +1,9 @@
-"""Token buckets in Redis: headers, 429s, password guessing on /auth/token, and which
-address counts as the client's."""
+"""Token buckets in Redis: headers, 429s, password guessing on /auth/token, the
+per-address buckets of the auth endpoints, and which address counts as the client's."""
 
 from __future__ import annotations
+
+import uuid
 
 import pytest
 
@@ -10,6 +12,9 @@ from tests.data.conftest import PASSWORD, StartServer
 
 TASKS = "/api/v1/tasks"
 TOKEN = "/api/v1/auth/token"
+REGISTER = "/api/v1/auth/register"
+REFRESH = "/api/v1/auth/refresh"
+LOGOUT = "/api/v1/auth/logout"
 
 
 class TestApiLimits:
@@ -76,6 +81,51 @@ class TestLoginLimits:
             ]
             # Behind a trusted proxy every forwarded client has its own bucket.
             assert [r.status_code for r in codes] == [401] * 4
+
+
+class TestAuthAddressLimits:
+    """Per client address, whatever the username or token: registration, spraying
+    passwords over many usernames, refresh and logout."""
+
+    async def test_registration_and_spraying(self, start_server: StartServer) -> None:
+        server = start_server(
+            TASKHUB_RATELIMIT__REGISTER_PER_IP='{"requests": 3, "per_seconds": 3600}',
+            TASKHUB_RATELIMIT__TOKEN_PER_IP='{"requests": 6, "per_seconds": 60}',
+        )
+        async with server.client() as http:
+            statuses = []
+            for _ in range(5):
+                name = f"bulk-{uuid.uuid4().hex[:10]}"
+                body = {"username": name, "email": f"{name}@example.com", "password": PASSWORD}
+                response = await http.post(REGISTER, json=body)
+                statuses.append(response.status_code)
+            assert statuses == [201, 201, 201, 429, 429]
+            assert response.headers["content-type"] == "application/problem+json"
+            assert 1 <= int(response.headers["Retry-After"]) <= 1200  # 3600 s / 3
+            sprayed = []
+            for i in range(8):
+                form = {"username": f"victim-{i}", "password": "Winter2026!"}
+                sprayed.append((await http.post(TOKEN, data=form)).status_code)
+            # Every username is new, so only the per-address bucket can stop this.
+            assert sprayed == [401] * 6 + [429] * 2
+            assert int((await http.post(TOKEN, data=form)).headers["Retry-After"]) >= 1
+
+    async def test_refresh_and_logout(self, start_server: StartServer) -> None:
+        server = start_server(
+            TASKHUB_RATELIMIT__REFRESH_PER_IP='{"requests": 3, "per_seconds": 60}',
+            TASKHUB_RATELIMIT__LOGOUT_PER_IP='{"requests": 2, "per_seconds": 60}',
+        )
+        async with server.client() as http:
+            refreshes = [
+                (await http.post(REFRESH, json={"refresh_token": f"guess-{i}"})).status_code
+                for i in range(5)
+            ]
+            assert refreshes == [401, 401, 401, 429, 429]
+            logouts = [
+                (await http.post(LOGOUT, json={"refresh_token": f"guess-{i}"})).status_code
+                for i in range(4)
+            ]
+            assert logouts == [204, 204, 429, 429]
 
 
 class TestClientAddress:

@@ -55,6 +55,8 @@ def live_server(
                 "127.0.0.1",
                 "--port",
                 str(port),
+                "--metrics-port",  # none: a second port to collide on, unused here
+                "0",
             ],
             env=env,
             stdout=out,

@@ -22,11 +22,14 @@ from .alert_cases import (
     gauge,
 )
 
+# CloudNativePG instances of the in-chart cluster (its PodMonitor's job).
+PG = f'namespace="{NS}", job="taskhub/taskhub-pg"'
+
 CAUSE_CASES: list[dict[str, Any]] = [
     case(
         "Every API target down",
         [
-            gauge(f'up{{{API}, instance="10.0.0.1:8000"}}', 0),
+            gauge(f'up{{{API}, instance="10.0.0.1:9807"}}', 0),
             gauge(f'up{{{WORKERS}, instance="10.0.1.1:9808"}}', 1),
         ],
         "10m",
@@ -42,8 +45,8 @@ CAUSE_CASES: list[dict[str, Any]] = [
             "TaskHubTargetDown": [
                 fired(
                     "TaskHubTargetDown",
-                    {**API_LABELS, "instance": "10.0.0.1:8000", "severity": "warning"},
-                    f"{API_JOB} target 10.0.0.1:8000 in namespace {NS} has been "
+                    {**API_LABELS, "instance": "10.0.0.1:9807", "severity": "warning"},
+                    f"{API_JOB} target 10.0.0.1:9807 in namespace {NS} has been "
                     "unreachable for 5 minutes.",
                 )
             ],
@@ -52,7 +55,7 @@ CAUSE_CASES: list[dict[str, Any]] = [
     ),
     case(
         "No API or worker target discovered at all",
-        [gauge('up{namespace="elsewhere", job="taskhub-api", instance="x:8000"}', 1)],
+        [gauge('up{namespace="elsewhere", job="taskhub-api", instance="x:9807"}', 1)],
         "20m",
         {
             "TaskHubApiDown": [
@@ -77,8 +80,8 @@ CAUSE_CASES: list[dict[str, Any]] = [
     case(
         "One API target of two down, another job's target down",
         [
-            gauge(f'up{{{API}, instance="10.0.0.1:8000"}}', 0),
-            gauge(f'up{{{API}, instance="10.0.0.2:8000"}}', 1),
+            gauge(f'up{{{API}, instance="10.0.0.1:9807"}}', 0),
+            gauge(f'up{{{API}, instance="10.0.0.2:9807"}}', 1),
             gauge(f'up{{{WORKERS}, instance="10.0.1.1:9808"}}', 1),
             gauge(f'up{{namespace="{NS}", job="someone-else", instance="10.0.9.9:80"}}', 0),
         ],
@@ -322,7 +325,7 @@ CAUSE_CASES: list[dict[str, Any]] = [
     ),
     case(
         "No relay target at all",
-        [gauge(f'up{{{API}, instance="10.0.0.1:8000"}}', 1)],
+        [gauge(f'up{{{API}, instance="10.0.0.1:9807"}}', 1)],
         "10m",
         {
             "TaskHubRelayDown": [
@@ -334,5 +337,68 @@ CAUSE_CASES: list[dict[str, Any]] = [
                 )
             ],
         },
+    ),
+    case(
+        "WAL archiving fails on one instance; backups current",
+        [
+            gauge(f'cnpg_pg_stat_archiver_last_failed_time{{{PG}, pod="taskhub-pg-1"}}', 200),
+            gauge(f'cnpg_pg_stat_archiver_last_archived_time{{{PG}, pod="taskhub-pg-1"}}', 100),
+            gauge(f'cnpg_pg_stat_archiver_last_failed_time{{{PG}, pod="taskhub-pg-2"}}', 100),
+            gauge(f'cnpg_pg_stat_archiver_last_archived_time{{{PG}, pod="taskhub-pg-2"}}', 200),
+            # The newest backup's time keeps up with the clock: always just taken.
+            {
+                "series": f"cnpg_collector_last_available_backup_timestamp{{{PG}, "
+                'pod="taskhub-pg-1"}',
+                "values": "0+60x60",
+            },
+        ],
+        "10m",
+        {
+            "TaskHubWalArchivingFailing": [
+                fired(
+                    "TaskHubWalArchivingFailing",
+                    {"namespace": NS, "pod": "taskhub-pg-1", "severity": "critical"},
+                    f"Instance taskhub-pg-1 in namespace {NS} failed to archive WAL more "
+                    "recently than it last succeeded: point-in-time recovery stops at the "
+                    "last archived segment, and WAL piles up on the volume.",
+                )
+            ],
+            "TaskHubBackupTooOld": [],
+        },
+    ),
+    case(
+        "The newest base backup is 31 hours old",
+        [
+            gauge(
+                f'cnpg_collector_last_available_backup_timestamp{{{PG}, pod="taskhub-pg-1"}}',
+                1,
+                minutes=1900,
+            )
+        ],
+        "31h",
+        {
+            "TaskHubBackupTooOld": [
+                fired(
+                    "TaskHubBackupTooOld",
+                    {"namespace": NS, "severity": "warning"},
+                    f"The newest base backup in namespace {NS} is 1d 6h 59m 59s old (more "
+                    "than 108000 s): scheduled backups are failing or suspended.",
+                )
+            ],
+        },
+    ),
+    case(
+        "Backups off: no backup ever (0), nothing archived or failed",
+        [
+            gauge(
+                f'cnpg_collector_last_available_backup_timestamp{{{PG}, pod="taskhub-pg-1"}}',
+                0,
+                minutes=1900,
+            ),
+            gauge(f'cnpg_pg_stat_archiver_last_failed_time{{{PG}, pod="taskhub-pg-1"}}', 0),
+            gauge(f'cnpg_pg_stat_archiver_last_archived_time{{{PG}, pod="taskhub-pg-1"}}', 0),
+        ],
+        "31h",
+        {"TaskHubBackupTooOld": [], "TaskHubWalArchivingFailing": []},
     ),
 ]

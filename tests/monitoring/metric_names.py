@@ -7,7 +7,8 @@ A later check compares the TaskHub groups against a real scrape.
 
 from __future__ import annotations
 
-# The API (taskhub_api, /metrics on port 8000; job = the API Service's name).
+# The API (taskhub_api, /metrics on port 9807, `taskhub api --metrics-port`, never on
+# the API's port 8000; job = the API Service's name).
 API = frozenset(
     {
         "taskhub_http_requests_total",
@@ -87,7 +88,14 @@ KUBE_STATE_METRICS = frozenset({"kube_deployment_status_replicas_available"})
 # CloudNativePG instances (PodMonitor, port 9187).
 # (cnpg_pgbouncer_*: the Poolers' PgBouncer pods, metrics port 9127.)
 CNPG = frozenset(
-    {"cnpg_collector_up", "cnpg_pg_replication_lag", "cnpg_pgbouncer_pools_cl_waiting"}
+    {
+        "cnpg_collector_up",
+        "cnpg_collector_last_available_backup_timestamp",
+        "cnpg_pg_replication_lag",
+        "cnpg_pg_stat_archiver_last_archived_time",
+        "cnpg_pg_stat_archiver_last_failed_time",
+        "cnpg_pgbouncer_pools_cl_waiting",
+    }
 )
 
 # Prometheus itself: `up` per scrape target, ALERTS per pending or firing alert.

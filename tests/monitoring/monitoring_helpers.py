@@ -22,7 +22,8 @@ DASHBOARDS_DIR = REPO_ROOT / "charts" / "taskhub" / "dashboards"
 RUNBOOK = REPO_ROOT / "docs" / "runbook.md"
 
 # The chart's default release is named "taskhub": these are the `job` labels
-# its ServiceMonitors give the API and the workers.
+# its ServiceMonitors give the API (its Service's name, though Prometheus scrapes
+# the metrics Service) and the workers.
 API_JOB = "taskhub-api"
 WORKER_JOB = "taskhub-worker-metrics"
 RELAY_JOB = "taskhub-relay-metrics"
@@ -164,17 +165,23 @@ def dashboard_exprs() -> list[tuple[str, str]]:
 
 def scrape_jobs(values: dict[str, Any] | None = None) -> dict[str, str]:
     """component -> the `job` label the chart's ServiceMonitor gives that component's
-    targets: Prometheus Operator's default, the name of the Service it selects."""
+    targets: Prometheus Operator's default, the name of the Service it selects (among
+    those with the endpoint's port), unless a relabeling of the endpoint sets it."""
     on = merged(RULES_ON, {"metrics": {"serviceMonitor": {"enabled": True}}})
     objects, _ = parse(render(merged(on, values or {})))
     services = [o for o in objects if o["kind"] == "Service"]
     jobs: dict[str, str] = {}
     for monitor in (o for o in objects if o["kind"] == "ServiceMonitor"):
         assert "jobLabel" not in monitor["spec"], monitor["metadata"]["name"]
+        component = monitor["metadata"]["labels"]["app.kubernetes.io/component"]
         wanted = monitor["spec"]["selector"]["matchLabels"].items()
-        for service in services:
-            if wanted <= service["metadata"]["labels"].items():
-                jobs[monitor["metadata"]["labels"]["app.kubernetes.io/component"]] = service[
-                    "metadata"
-                ]["name"]
+        for endpoint in monitor["spec"]["endpoints"]:
+            for service in services:
+                ports = {p.get("name") for p in service["spec"]["ports"]}
+                if wanted <= service["metadata"]["labels"].items() and endpoint["port"] in ports:
+                    jobs[component] = service["metadata"]["name"]
+            for relabeling in endpoint.get("relabelings", []):
+                if relabeling.get("targetLabel") == "job":
+                    assert not relabeling.get("sourceLabels"), relabeling
+                    jobs[component] = relabeling["replacement"]
     return jobs

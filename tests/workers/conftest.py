@@ -239,7 +239,7 @@ def receiver() -> Iterator[Receiver]:
 def permissive_settings(database_url: str) -> Settings:
     return Settings(
         db=DatabaseSettings(url=database_url),
-        webhooks=WebhookSettings(allow_private_networks=True),
+        webhooks=WebhookSettings(allowed_networks=["127.0.0.0/8", "::1/128"]),  # type: ignore[list-item]
         log_json=False,
         log_level="WARNING",
     )
@@ -369,7 +369,11 @@ class Stack:
         port = free_port()
         self.env["TASKHUB_REDIS__URL"] = redis_url
         self.spawn(
-            "api", "--host=127.0.0.1", f"--port={port}", ready="Application startup complete"
+            "api",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            "--metrics-port=0",
+            ready="Application startup complete",
         )
         return f"http://127.0.0.1:{port}"
 
@@ -425,7 +429,7 @@ def stack(
         "TASKHUB_BROKER__RELAY_POLL_SECONDS": "0.5",
         "TASKHUB_SMTP__HOST": "127.0.0.1",
         "TASKHUB_SMTP__PORT": str(smtp[1]),
-        "TASKHUB_WEBHOOKS__ALLOW_PRIVATE_NETWORKS": "true",
+        "TASKHUB_WEBHOOKS__ALLOWED_NETWORKS": '["127.0.0.0/8","::1/128"]',
         "TASKHUB_WEBHOOKS__TIMEOUT": "5",
         "TASKHUB_LOG_JSON": "false",
         "TASKHUB_LOG_LEVEL": "INFO",

@@ -1,6 +1,6 @@
 """A real Prometheus, with the chart's recording rules, scrapes the real API
-(uvicorn), worker and relay processes while they serve a short load, and
-records the SLIs the alerts read from what they really exported."""
+(uvicorn, on its metrics port), worker and relay processes while they serve a
+short load, and records the SLIs the alerts read from what they really exported."""
 
 from __future__ import annotations
 
@@ -82,19 +82,31 @@ def scraped(stack: Stack, redis_url: str, tmp_path: Path) -> Iterator[Scraped]:
         "beat": "taskhub-beat-metrics",
         "operator": "taskhub-operator",
     }
-    worker_port, relay_port, api_port, prometheus_port = (free_port() for _ in range(4))
+    worker_port, relay_port, api_port, api_metrics_port, prometheus_port = (
+        free_port() for _ in range(5)
+    )
     stack.worker(queues="notifications,webhooks", metrics_port=worker_port)
     stack.relay(metrics_port=relay_port)
     # The API process alone needs Redis (cache, rate limits): the project's own.
     stack.env["TASKHUB_REDIS__URL"] = redis_url
     stack.env["TASKHUB_REDIS__KEY_PREFIX"] = f"taskhub-test-{uuid.uuid4().hex[:8]}:"
-    stack.spawn("api", "--host", "127.0.0.1", "--port", str(api_port), ready="Application startup")
+    stack.spawn(
+        "api",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(api_port),
+        "--metrics-port",
+        str(api_metrics_port),
+        ready="Application startup",
+    )
 
     storage = tmp_path / "prometheus"
     storage.mkdir()
     rules = write_rule_file(storage / "rules.yaml", default_groups())
     targets = {
-        API_JOB: (api_port, {}),
+        # As the chart's ServiceMonitor: the metrics port, not the API's.
+        API_JOB: (api_metrics_port, {}),
         # The chart runs one worker Deployment per group; this one is "notifications".
         WORKER_JOB: (worker_port, {"worker_group": "notifications"}),
         RELAY_JOB: (relay_port, {}),
@@ -200,6 +212,8 @@ class TestPrometheusScrapesTheStack:
             async def requests_seen() -> bool:
                 return await seen(f"sum({SLI_REQUESTS})", len(load.statuses))
 
+            # A probe, as the kubelet's: served, and left out of the SLIs.
+            assert (await api.get("/health/ready")).status_code == 200
             # A counter's rate needs two samples: first a little of everything, scraped
             # (the welcome job has run), then the load the SLIs are computed over.
             name = await load.register()
@@ -212,6 +226,8 @@ class TestPrometheusScrapesTheStack:
             )
             await load.send("GET", f"/api/v1/tasks/{first.json()['id']}", 200, headers=headers)
             await load.send("GET", "/api/v1/no-such-thing", 404)
+            # The API's own port has no /metrics: an unknown path, counted as one.
+            await load.send("GET", "/metrics", 404)
             await wait_for(lambda: welcomes_seen(1), 30, f"the first welcome job\n{scraped.logs()}")
             await wait_for(requests_seen, 15, f"the warm-up requests\n{scraped.logs()}")
 
@@ -232,7 +248,7 @@ class TestPrometheusScrapesTheStack:
             for _ in range(2):
                 await load.send("GET", f"/api/v1/tasks/{uuid.uuid4()}", 404, headers=headers)
                 await load.send("GET", "/api/v1/no-such-thing", 404)
-            assert len(load.statuses) == 51
+            assert len(load.statuses) == 52
             assert not [s for s in load.statuses if s >= 500]
 
             await wait_for(
@@ -276,7 +292,7 @@ class TestPrometheusScrapesTheStack:
                 (WORKER_JOB, NAMESPACE, "1"),
                 (RELAY_JOB, NAMESPACE, "1"),
             }
-            # Probes and Prometheus's own scrapes were served, and left out.
+            # The probe was served, and left out (scrapes no longer reach the app).
             probes = await scalar(
                 prometheus,
                 f'sum(taskhub_http_requests_total{{job="{API_JOB}", route=~"{NOT_SLI}"}})',

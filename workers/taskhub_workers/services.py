@@ -67,7 +67,7 @@ def run_beat(schedule_file: Path, loglevel: str, metrics_port: int = 0) -> None:
     app.start(["beat", f"--schedule={schedule_file}", f"--loglevel={loglevel}"])
 
 
-async def _relay_main(dispatch: bool, metrics_port: int) -> None:
+async def _relay_main(dispatch: bool, metrics_port: int, relay: bool = True) -> None:
     from taskhub_api import tracing
     from taskhub_api.db import Database
     from taskhub_api.settings import get_settings
@@ -83,19 +83,29 @@ async def _relay_main(dispatch: bool, metrics_port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    workers = [Relay(settings, db).run(stop)]
+    workers = [Relay(settings, db).run(stop)] if relay else []
     if dispatch:
         workers.append(Dispatcher(settings, db).run(stop))
     if metrics_port:
         relay_metrics.serve(metrics_port)
-        workers.append(relay_metrics.sample_outbox_until(db, stop))
-    log.info("relay started%s", " with the dispatcher" if dispatch else "")
+        if relay:  # the outbox gauges come from the relays only
+            workers.append(relay_metrics.sample_outbox_until(db, stop))
+    if relay:
+        log.info("relay started%s", " with the dispatcher" if dispatch else "")
+    else:
+        log.info("dispatcher started")
     try:
         await asyncio.gather(*workers)
     finally:
         await db.dispose()
-        log.info("relay stopped")
+        log.info("%s stopped", "relay" if relay else "dispatcher")
 
 
 def run_relay(dispatch: bool, metrics_port: int = 0) -> None:
     asyncio.run(_relay_main(dispatch, metrics_port))
+
+
+def run_dispatcher(metrics_port: int = 0) -> None:
+    """The event dispatcher alone (``taskhub relay --without-dispatcher`` runs the
+    relay alone), so each can be scaled, or killed, on its own."""
+    asyncio.run(_relay_main(dispatch=True, metrics_port=metrics_port, relay=False))

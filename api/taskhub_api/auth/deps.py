@@ -48,7 +48,7 @@ class PrincipalResolver(OAuth2PasswordBearer):
         # connection, so a request never holds two pooled connections at once.
         db: Database = state.db
         row = await db.principal_reader().run(
-            lambda conn: fetch_principal_row(conn, claims.subject)
+            lambda conn: fetch_principal_row(conn, claims.subject, claims.session)
         )
         if claims.external and (row is None or sorted(row["roles"]) != list(claims.roles)):
             # First sight of an OIDC user, or its roles changed upstream: a write.
@@ -57,6 +57,8 @@ class PrincipalResolver(OAuth2PasswordBearer):
                 row = await provision_external_user(conn, claims)
         if row is None or row["disabled"]:
             raise Unauthorized("The account is disabled or no longer exists.")
+        if claims.session is not None and not row["session_live"]:
+            raise Unauthorized("The session has ended (logged out or revoked); log in again.")
         principal = Principal(
             id=claims.subject,
             username=row["username"],

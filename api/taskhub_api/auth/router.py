@@ -1,22 +1,25 @@
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import Depends, Response, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import Response, status
 
 from taskhub_api.auth.schemas import RefreshRequest, TokenPair
 from taskhub_api.auth.service import auth_service
 from taskhub_api.deps import SettingsDep, WriteSessionDep
 from taskhub_api.kit.routing import planned_router
-from taskhub_api.ratelimit.deps import LoginRateLimit
+from taskhub_api.ratelimit.deps import (
+    LoginForm,
+    LogoutRateLimit,
+    RefreshRateLimit,
+    RegisterRateLimit,
+    TokenAddressRateLimit,
+)
 from taskhub_api.users.schemas import UserCreate, UserRead
 
 router = planned_router("/api/v1/auth", "auth")
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserRead)
-async def register(data: UserCreate, session: WriteSessionDep) -> UserRead:
+async def register(_: RegisterRateLimit, data: UserCreate, session: WriteSessionDep) -> UserRead:
     """Create an account with the `user` role."""
     user = await auth_service.register(session, data)
     return UserRead.model_validate(user)
@@ -24,8 +27,8 @@ async def register(data: UserCreate, session: WriteSessionDep) -> UserRead:
 
 @router.post("/token", response_model=TokenPair)
 async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
-    _: LoginRateLimit,
+    _: TokenAddressRateLimit,
+    form: LoginForm,
     session: WriteSessionDep,
     settings: SettingsDep,
 ) -> TokenPair:
@@ -35,14 +38,15 @@ async def token(
 
 @router.post("/refresh", response_model=TokenPair)
 async def refresh(
-    data: RefreshRequest, session: WriteSessionDep, settings: SettingsDep
+    _: RefreshRateLimit, data: RefreshRequest, session: WriteSessionDep, settings: SettingsDep
 ) -> TokenPair:
     """Rotate a refresh token. Reusing a rotated token revokes its whole family."""
     return await auth_service.refresh(session, settings.auth, data.refresh_token)
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(data: RefreshRequest, session: WriteSessionDep) -> Response:
-    """Revoke the refresh token's family (every token of that login)."""
+async def logout(_: LogoutRateLimit, data: RefreshRequest, session: WriteSessionDep) -> Response:
+    """Revoke the refresh token's family (every token of that login), and with it the
+    access tokens issued to it."""
     await auth_service.logout(session, data.refresh_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

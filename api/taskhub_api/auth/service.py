@@ -63,7 +63,7 @@ class AuthService:
         valid = await verify_password(user.password_hash if user else None, password)
         if user is None or not valid or user.disabled:
             raise Unauthorized(_BAD_LOGIN)
-        return await self._issue(session, settings, user, family_id=uuid.uuid4())
+        return await self._issue(session, settings, user, family_id=uuid.uuid4(), new=True)
 
     async def refresh(
         self, session: WriteSession, settings: AuthSettings, refresh_token: str
@@ -84,7 +84,7 @@ class AuthService:
         if user is None or user.disabled:
             raise Unauthorized(_BAD_REFRESH)
         await tokens.mark_used(stored.id)
-        return await self._issue(session, settings, user, family_id=stored.family_id)
+        return await self._issue(session, settings, user, family_id=stored.family_id, new=False)
 
     async def logout(self, session: WriteSession, refresh_token: str) -> None:
         tokens = RefreshTokenRepository(session)
@@ -93,17 +93,29 @@ class AuthService:
             await tokens.revoke_family(stored.family_id)
 
     async def _issue(
-        self, session: WriteSession, settings: AuthSettings, user: User, family_id: uuid.UUID
+        self,
+        session: WriteSession,
+        settings: AuthSettings,
+        user: User,
+        family_id: uuid.UUID,
+        *,
+        new: bool,
     ) -> TokenPair:
+        tokens = RefreshTokenRepository(session)
         refresh_token = new_refresh_token()
-        await RefreshTokenRepository(session).add(
+        await tokens.add(
             user_id=user.id,
             family_id=family_id,
             token_hash=hash_refresh_token(refresh_token),
             expires_at=datetime.now(UTC) + timedelta(seconds=settings.refresh_token_ttl_seconds),
+            # A new family's first token is its head, with the family's id (see tokens.py).
+            token_id=family_id if new else None,
         )
+        head = family_id if new else await tokens.family_head(family_id)
         return TokenPair(
-            access_token=issue_access_token(settings, user.id, user.username, list(user.roles)),
+            access_token=issue_access_token(
+                settings, user.id, user.username, list(user.roles), session=head
+            ),
             refresh_token=refresh_token,
             expires_in=settings.access_token_ttl_seconds,
         )

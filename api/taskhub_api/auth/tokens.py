@@ -3,6 +3,12 @@
 Access tokens are HS256 JWTs validated strictly (algorithm pinned, issuer, audience,
 exp/iat/sub required, token type checked). Refresh tokens are random strings; only
 their SHA-256 is stored.
+
+An access token issued with a refresh token carries its session (``sid``): the id of
+the first refresh token of the login's family, its head. Revoking the family (logout,
+reuse detection, disabling the user) revokes the head, and the principal check refuses
+the session's access tokens from then on (see ``fetch_principal_row``): a primary-key
+lookup in the query that already reads the user row.
 """
 
 from __future__ import annotations
@@ -31,10 +37,18 @@ class AccessClaims:
     # Issued by an external OIDC provider: its roles are authoritative, and the user
     # row is provisioned on first sight.
     external: bool = False
+    # Built-in tokens of a login: the head of its refresh-token family, which must not
+    # be revoked. None for tokens minted without a login (tests, benchmarks) and for
+    # OIDC tokens, whose own `sid` belongs to the identity provider.
+    session: uuid.UUID | None = None
 
 
 def issue_access_token(
-    settings: AuthSettings, user_id: uuid.UUID, username: str, roles: list[str]
+    settings: AuthSettings,
+    user_id: uuid.UUID,
+    username: str,
+    roles: list[str],
+    session: uuid.UUID | None = None,
 ) -> str:
     now = int(time.time())
     claims = {
@@ -49,6 +63,8 @@ def issue_access_token(
         "preferred_username": username,
         "roles": roles,
     }
+    if session is not None:
+        claims["sid"] = str(session)
     return jwt.encode(claims, settings.secret_key.get_secret_value(), algorithm=ALGORITHM)
 
 
@@ -78,13 +94,15 @@ class BuiltinVerifier:
             raise Unauthorized("The token is not an access token.")
         try:
             subject = uuid.UUID(claims["sub"])
-        except (ValueError, TypeError) as exc:
+            session = uuid.UUID(claims["sid"]) if "sid" in claims else None
+        except (ValueError, TypeError, AttributeError) as exc:
             raise Unauthorized("The access token is invalid.") from exc
         roles = claims.get("roles")
         return AccessClaims(
             subject=subject,
             username=str(claims.get("preferred_username", "")),
             roles=tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else (),
+            session=session,
         )
 
 

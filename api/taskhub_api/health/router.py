@@ -37,10 +37,16 @@ def _degraded(request: Request, db: DatabaseDep) -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(request: Request, db: DatabaseDep) -> JSONBytes:
-    """The primary answers and its schema is at the revision this code needs."""
+    """The primary answers, the connection pools are warm and the schema is at the
+    revision this code needs."""
     checks = {"database": "ok", "schema": "ok", **_degraded(request, db)}
     if not db.monitor.primary.up:
         checks["database"] = "unavailable: the primary does not answer its probe"
+        return JSONBytes({"status": "unavailable", "checks": checks}, status_code=503)
+    if not db.monitor.warmed:
+        # Until then the first requests would each open a connection (PgBouncer opens
+        # its server connections one at a time) and some would time out.
+        checks["database"] = "warming up: opening the connection pools"
         return JSONBytes({"status": "unavailable", "checks": checks}, status_code=503)
     try:
         async with asyncio.timeout(2), db.primary.connect() as conn:

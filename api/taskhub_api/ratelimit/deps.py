@@ -1,15 +1,16 @@
-"""Rate-limit checks for routers: per principal for the API, per client address and
-username for the token endpoint. Decisions travel as response headers."""
+"""Rate-limit checks for routers: per principal for the API; per client address for
+the auth endpoints, and per client address and username for the token endpoint.
+Decisions travel as response headers."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from typing import Annotated
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import Depends, Form, Request
 
+from taskhub_api.auth.schemas import TokenRequest
 from taskhub_api.errors import TooManyRequests
 from taskhub_api.kit.response_headers import add_response_headers
 from taskhub_api.ratelimit.clientip import ClientAddressResolver
@@ -18,6 +19,7 @@ from taskhub_api.settings import Rate, RateLimitSettings
 
 # Most privileged first: a principal gets the bucket of its best role.
 _ROLE_ORDER = ("admin", "user", "viewer")
+_REMAINING = "ratelimit_remaining"
 
 
 def rate_for(settings: RateLimitSettings, roles: Iterable[str]) -> Rate:
@@ -38,7 +40,12 @@ async def enforce(request: Request, bucket: str, subject: str, rate: Rate) -> No
             f"Too many requests; retry in {decision.retry_after_seconds} s.",
             headers=decision.headers(),
         )
-    add_response_headers(request, decision.headers())
+    # Several buckets may check one request (address, then address and username): the
+    # headers tell of the one closest to refusing.
+    state = request.scope.setdefault("state", {})
+    if decision.remaining <= state.get(_REMAINING, decision.remaining):
+        state[_REMAINING] = decision.remaining
+        add_response_headers(request, decision.headers())
 
 
 def client_address(request: Request) -> str:
@@ -47,15 +54,42 @@ def client_address(request: Request) -> str:
     return resolver.resolve(peer, request.headers.getlist("x-forwarded-for"))
 
 
-async def limit_login(
-    request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]
-) -> None:
+async def limit_login(request: Request, form: Annotated[TokenRequest, Form()]) -> TokenRequest:
     """Password guessing: a bucket per client address and username, checked before the
-    (deliberately slow) password hash."""
+    (deliberately slow) password hash. Runs only on a form that passed validation
+    (FastAPI does not call a dependency whose parameters failed), so no username
+    reaches the throttle or the database unchecked."""
     settings: RateLimitSettings = request.app.state.settings.ratelimit
     subject = f"{client_address(request)}\n{form.username.lower()}"
     digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
     await enforce(request, "token", digest, settings.token)
+    return form
 
 
-LoginRateLimit = Annotated[None, Depends(limit_login)]
+def limit_address(bucket: str, rate: Callable[[RateLimitSettings], Rate]) -> Callable[..., Any]:
+    """A dependency throttling one endpoint per client address (behind trusted proxies,
+    the forwarded client's). It takes only the request: it runs before the body is
+    read, so floods of malformed bodies count too."""
+
+    async def limit(request: Request) -> None:
+        state = request.app.state
+        if state.rate_limiter.enabled:
+            await enforce(request, bucket, client_address(request), rate(state.settings.ratelimit))
+
+    return limit
+
+
+# The validated login form, throttled per address and username.
+LoginForm = Annotated[TokenRequest, Depends(limit_login)]
+TokenAddressRateLimit = Annotated[
+    None, Depends(limit_address("token_per_ip", lambda s: s.token_per_ip))
+]
+RegisterRateLimit = Annotated[
+    None, Depends(limit_address("register_per_ip", lambda s: s.register_per_ip))
+]
+RefreshRateLimit = Annotated[
+    None, Depends(limit_address("refresh_per_ip", lambda s: s.refresh_per_ip))
+]
+LogoutRateLimit = Annotated[
+    None, Depends(limit_address("logout_per_ip", lambda s: s.logout_per_ip))
+]

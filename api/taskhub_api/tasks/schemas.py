@@ -14,7 +14,7 @@ from pydantic import (
     field_validator,
 )
 
-from taskhub_api.kit.schemas import PageMeta, Schema, Storable
+from taskhub_api.kit.schemas import InputText, PageMeta, Schema
 from taskhub_api.tasks.models import TaskPriority, TaskStatus
 
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -36,16 +36,20 @@ def _dedupe(labels: list[str]) -> list[str]:
 
 
 Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range)]
+# Input only (see InputText): titles and labels are single lines, descriptions keep
+# tabs and line breaks; none takes control or bidirectional override characters.
 Title = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), Storable
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), InputText()
 ]
-Description = Annotated[str, StringConstraints(max_length=10_000), Storable]
+Description = Annotated[
+    str, StringConstraints(max_length=10_000), InputText(multiline=True, blank=True)
+]
 Label = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50), Storable
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50), InputText()
 ]
 Labels = Annotated[list[Label], Field(max_length=20), AfterValidator(_dedupe)]
 SearchText = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), Storable
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), InputText()
 ]
 
 

@@ -97,11 +97,28 @@ async def provision_external_user(
     return None
 
 
+_PRINCIPAL_SQL = 'SELECT username, roles, disabled FROM "user" WHERE id = $1'
+# The same row, and whether the token's session (the head of its refresh-token family)
+# is live: a primary-key probe of refresh_token in the same statement, so checking the
+# session costs no round trip. Revoking a family revokes its head (it is the oldest
+# row), whatever the token's age.
+_PRINCIPAL_SESSION_SQL = """
+SELECT u.username, u.roles, u.disabled,
+       EXISTS (
+           SELECT 1 FROM refresh_token r
+           WHERE r.id = $2 AND r.user_id = u.id AND r.revoked_at IS NULL
+       ) AS session_live
+FROM "user" u WHERE u.id = $1
+"""
+
+
 async def fetch_principal_row(
-    conn: asyncpg.Connection, user_id: uuid.UUID
+    conn: asyncpg.Connection, user_id: uuid.UUID, session: uuid.UUID | None = None
 ) -> asyncpg.Record | None:
     """Current username, roles and disabled flag: checked on every request so a role
-    change or a disabled account takes effect at once."""
-    return await conn.fetchrow(
-        'SELECT username, roles, disabled FROM "user" WHERE id = $1', user_id
-    )
+    change or a disabled account takes effect at once. With ``session`` (a built-in
+    token's ``sid``) also ``session_live``: false once that login was logged out or
+    revoked, so its access tokens stop at once, not when they expire."""
+    if session is None:
+        return await conn.fetchrow(_PRINCIPAL_SQL, user_id)
+    return await conn.fetchrow(_PRINCIPAL_SESSION_SQL, user_id, session)

@@ -6,14 +6,19 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
-from taskhub_api.kit.schemas import PageMeta, Schema, Storable, Text
+from taskhub_api.kit.schemas import InputText, PageMeta, Schema, Text
 from taskhub_api.users.models import Role
 
 Username = Annotated[
     str,
     StringConstraints(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
-    Storable,
+    InputText(),
 ]
+# What a login may name: any existing account's username (the bootstrap admin's is
+# configured, not checked against the pattern above), but never a control character,
+# NUL or an overlong string, which could only fail deeper down (the throttle, the
+# database).
+LoginName = Annotated[str, StringConstraints(min_length=1, max_length=64), InputText()]
 
 
 def _unique_roles(roles: list[Role]) -> list[Role]:

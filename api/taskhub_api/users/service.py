@@ -4,6 +4,7 @@ import uuid
 from datetime import datetime
 
 from taskhub_api.auth.principal import Principal
+from taskhub_api.auth.repository import RefreshTokenRepository
 from taskhub_api.db import ReadSession, WriteSession
 from taskhub_api.errors import BadRequest, Conflict, NotFound, field_error
 from taskhub_api.kit import cursor
@@ -66,6 +67,10 @@ class UserService:
         user = await users.update(user_id, values)
         if user is None:
             raise NotFound(f"User {user_id} does not exist.")
+        if values.get("disabled") is True:
+            # Every login ends with the account, in this transaction: enabled again,
+            # the user logs in anew; old refresh and access tokens stay dead.
+            await RefreshTokenRepository(session).revoke_user(user_id)
         return user
 
 

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import ssl
 import time
 import uuid
 from typing import Any
 
 import httpx
 
+from taskhub_api import tracing
 from taskhub_api.events.repository import EventRepository
 from taskhub_api.events.schemas import envelope
 from taskhub_api.jobs.ledger import JobContext, claim
 from taskhub_api.jobs.schemas import JobRequest
 from taskhub_api.kit.jsonenc import dumps
+from taskhub_api.settings import WebhookSettings
+from taskhub_api.webhooks.keyring import KeyRing, SecretUnavailable
 from taskhub_api.webhooks.repository import WebhookRepository
 from taskhub_api.webhooks.signing import sign
-from taskhub_api.webhooks.urlguard import UnsafeUrl, check_url
+from taskhub_api.webhooks.transport import PinnedTransport
+from taskhub_api.webhooks.urlguard import Resolver, UnsafeUrl, check_url
 
 log = logging.getLogger("taskhub.webhooks")
 DELIVER = "webhooks.deliver"
@@ -95,26 +101,63 @@ async def _post(
     body: bytes,
     delivery: uuid.UUID,
 ) -> tuple[int | None, str | None, float]:
-    settings = context.settings.webhooks
     started = time.perf_counter()
     try:
-        # Again at send time: the name may resolve somewhere else by now.
-        await check_url(hook["url"], allow_private=settings.allow_private_networks)
-    except UnsafeUrl as exc:
-        return None, f"URL refused: {exc}", started
+        secret = KeyRing.from_settings(context.settings).reveal(
+            hook["id"],
+            secret=hook["secret"],
+            secret_ciphertext=hook["secret_ciphertext"],
+            secret_key_id=hook["secret_key_id"],
+        )
+    except SecretUnavailable as exc:
+        log.error("delivery %s not sent: %s", delivery, exc)
+        return None, f"secret unavailable: {exc}"[:500], started
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "X-TaskHub-Event": event["type"],
         "X-TaskHub-Delivery": str(delivery),
-        "X-TaskHub-Signature": sign(hook["secret"], body),
+        "X-TaskHub-Signature": sign(secret, body),
     }
+    status, error = await send(context.settings.webhooks, hook["url"], body, headers)
+    return status, error, started
+
+
+async def send(
+    settings: WebhookSettings,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    resolver: Resolver | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> tuple[int | None, str | None]:
+    """POSTs ``body`` to ``url``: the response status (None when there was none) and
+    an error, if any. The host is resolved and vetted once, here, and the connection
+    goes to a vetted address (see transport.py); redirects are not followed."""
     try:
-        async with httpx.AsyncClient(timeout=settings.timeout, follow_redirects=False) as client:
-            response = await client.post(hook["url"], content=body, headers=headers)
-    except httpx.TimeoutException:
-        return None, f"timed out after {settings.timeout:g} s", started
+        target = await check_url(url, allowed_networks=settings.allowed_networks, resolver=resolver)
+    except UnsafeUrl as exc:
+        return None, f"URL refused: {exc}"
+    transport: httpx.AsyncBaseTransport = PinnedTransport(target, ssl_context=ssl_context)
+    if tracing.enabled():
+        from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport
+
+        transport = AsyncOpenTelemetryTransport(transport)
+    try:
+        # One deadline for the whole exchange, besides httpx's per-operation timeouts.
+        async with (
+            asyncio.timeout(settings.timeout),
+            httpx.AsyncClient(
+                transport=transport,
+                timeout=settings.timeout,
+                follow_redirects=False,
+                trust_env=False,
+            ) as client,
+        ):
+            response = await client.post(url, content=body, headers=headers)
+    except (httpx.TimeoutException, TimeoutError):
+        return None, f"timed out after {settings.timeout:g} s"
     except httpx.HTTPError as exc:
-        return None, f"{type(exc).__name__}: {exc}"[:500], started
-    error = None if response.is_success else f"HTTP {response.status_code}"
-    return response.status_code, error, started
+        return None, f"{type(exc).__name__}: {exc}"[:500]
+    return response.status_code, None if response.is_success else f"HTTP {response.status_code}"

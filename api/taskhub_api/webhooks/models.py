@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     func,
@@ -26,6 +27,13 @@ class Webhook(TimestampMixin, Base):
     __tablename__ = "webhook"
     __table_args__ = (
         CheckConstraint("cardinality(events) >= 1", name="events_not_empty"),
+        # Always readable: ciphertext with its key id, or (rows from before 0004, until
+        # `taskhub webhooks rotate-key`) the legacy plaintext.
+        CheckConstraint(
+            "(secret_ciphertext IS NULL) = (secret_key_id IS NULL) "
+            "AND (secret IS NOT NULL OR secret_ciphertext IS NOT NULL)",
+            name="secret_stored",
+        ),
         Index("ix_webhook_owner", "owner_id", "created_at", "id"),
         Index("ix_webhook_events", "events", postgresql_using="gin"),
     )
@@ -38,8 +46,12 @@ class Webhook(TimestampMixin, Base):
     )
     url: Mapped[str] = mapped_column(String(2048), nullable=False)
     events: Mapped[list[str]] = mapped_column(ARRAY(String(64)), nullable=False)
-    # Kept to sign deliveries (HMAC needs the key itself); shown to the client once.
-    secret: Mapped[str] = mapped_column(String(200), nullable=False)
+    # The signing secret (HMAC needs the key itself; shown to the client once), AES-GCM
+    # encrypted with the key secret_key_id of webhooks.secret_keys (see keyring.py).
+    secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    secret_key_id: Mapped[str | None] = mapped_column(String(32))
+    # Legacy plaintext, NULL once encrypted; dropped by a later contract migration.
+    secret: Mapped[str | None] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
 
 

@@ -21,6 +21,7 @@ _PUBLIC = (
     Webhook.active,
     Webhook.created_at,
 )
+_SECRET = (Webhook.secret, Webhook.secret_ciphertext, Webhook.secret_key_id)
 _DELIVERY = (
     WebhookDelivery.id,
     WebhookDelivery.webhook_id,
@@ -38,11 +39,25 @@ class WebhookRepository:
         self.session = session
 
     async def create(
-        self, *, owner_id: uuid.UUID, url: str, events: list[str], secret: str
+        self,
+        *,
+        webhook_id: uuid.UUID,
+        owner_id: uuid.UUID,
+        url: str,
+        events: list[str],
+        secret_key_id: str,
+        secret_ciphertext: bytes,
     ) -> dict[str, Any]:
         stmt = (
             insert(Webhook)
-            .values(owner_id=owner_id, url=url, events=events, secret=secret)
+            .values(
+                id=webhook_id,
+                owner_id=owner_id,
+                url=url,
+                events=events,
+                secret_key_id=secret_key_id,
+                secret_ciphertext=secret_ciphertext,
+            )
             .returning(*_PUBLIC)
         )
         return dict((await self.session.execute(stmt)).mappings().one())
@@ -53,9 +68,9 @@ class WebhookRepository:
         return dict(row) if row is not None else None
 
     async def get_for_delivery(self, webhook_id: uuid.UUID) -> dict[str, Any] | None:
-        """URL, secret and the owner's standing: what a delivery needs."""
+        """URL, stored secret and the owner's standing: what a delivery needs."""
         stmt = (
-            select(*_PUBLIC, Webhook.secret, User.roles, User.disabled)
+            select(*_PUBLIC, *_SECRET, User.roles, User.disabled)
             .join(User, User.id == Webhook.owner_id)
             .where(Webhook.id == webhook_id)
         )
@@ -88,6 +103,41 @@ class WebhookRepository:
             .order_by(Webhook.id)
         )
         return [dict(r) for r in (await self.session.execute(stmt)).mappings()]
+
+    async def secrets_to_rotate(
+        self, active_key_id: str, after: uuid.UUID | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """The next rows (by id, after ``after``) whose secret is plaintext or under
+        another key than ``active_key_id``, locked until the transaction ends."""
+        stmt = (
+            select(Webhook.id, *_SECRET)
+            .where(
+                Webhook.secret.is_not(None)
+                | Webhook.secret_ciphertext.is_(None)
+                | (Webhook.secret_key_id != active_key_id)
+            )
+            .order_by(Webhook.id)
+            .limit(limit)
+            .with_for_update(of=Webhook)
+        )
+        if after is not None:
+            stmt = stmt.where(Webhook.id > after)
+        return [dict(r) for r in (await self.session.execute(stmt)).mappings()]
+
+    async def store_secret(
+        self, webhook_id: uuid.UUID, secret_key_id: str, secret_ciphertext: bytes
+    ) -> None:
+        """Ciphertext and key id in, plaintext out, in one statement."""
+        await self.session.execute(
+            update(Webhook)
+            .where(Webhook.id == webhook_id)
+            .values(
+                secret=None,
+                secret_key_id=secret_key_id,
+                secret_ciphertext=secret_ciphertext,
+                updated_at=func.now(),
+            )
+        )
 
     # Deliveries
 

@@ -8,6 +8,7 @@ from fastapi import Query, Response, status
 from taskhub_api.auth.deps import CurrentPrincipal, WriterPrincipal
 from taskhub_api.deps import ReadSessionDep, SettingsDep, WriteSessionDep
 from taskhub_api.kit.routing import planned_router
+from taskhub_api.webhooks.keyring import KeyRing
 from taskhub_api.webhooks.schemas import (
     DeliveryPage,
     DeliveryRead,
@@ -29,7 +30,11 @@ async def create_webhook(
 ) -> WebhookCreated:
     """Subscribe a URL to events. The signing secret is in this response only."""
     hook = await webhook_service.create(
-        session, principal, data, settings.webhooks.allow_private_networks
+        session,
+        principal,
+        data,
+        allowed_networks=settings.webhooks.allowed_networks,
+        keyring=KeyRing.from_settings(settings),
     )
     return WebhookCreated.model_validate(hook)
 

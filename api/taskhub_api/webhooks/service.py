@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from taskhub_api.auth.principal import Principal
-from taskhub_api.db import ReadSession, WriteSession
+from taskhub_api.db import Database, ReadSession, WriteSession
 from taskhub_api.errors import BadRequest, NotFound, UnprocessableContent, field_error
 from taskhub_api.events.repository import EventRepository
 from taskhub_api.kit import cursor
 from taskhub_api.kit.schemas import PageMeta
+from taskhub_api.webhooks.addresses import IPNetwork
+from taskhub_api.webhooks.keyring import KeyRing, SecretUnavailable
 from taskhub_api.webhooks.repository import WebhookRepository
 from taskhub_api.webhooks.schemas import WebhookCreate
 from taskhub_api.webhooks.signing import new_secret
@@ -47,18 +51,31 @@ def _next(
 
 class WebhookService:
     async def create(
-        self, session: WriteSession, principal: Principal, data: WebhookCreate, allow_private: bool
+        self,
+        session: WriteSession,
+        principal: Principal,
+        data: WebhookCreate,
+        *,
+        allowed_networks: Sequence[IPNetwork],
+        keyring: KeyRing,
     ) -> dict[str, Any]:
         url = str(data.url)
         try:
-            await check_url(url, allow_private=allow_private)
+            await check_url(url, allowed_networks=allowed_networks)
         except UnsafeUrl as exc:
             raise UnprocessableContent(
                 f"The webhook URL {exc}.", errors=[field_error("url", str(exc))]
             ) from exc
         secret = data.secret or new_secret()
+        webhook_id = uuid.uuid4()  # the associated data of the ciphertext
+        sealed = keyring.seal(webhook_id, secret)
         hook = await WebhookRepository(session).create(
-            owner_id=principal.id, url=url, events=list(data.events), secret=secret
+            webhook_id=webhook_id,
+            owner_id=principal.id,
+            url=url,
+            events=list(data.events),
+            secret_key_id=sealed.key_id,
+            secret_ciphertext=sealed.ciphertext,
         )
         return {**hook, "secret": secret}
 
@@ -139,6 +156,43 @@ class WebhookService:
         delivery = await hooks.get_delivery(new_id)
         assert delivery is not None  # noqa: S101 - inserted above in this transaction
         return {**delivery, "attempts": []}
+
+
+@dataclass
+class Rotation:
+    rotated: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+async def rotate_secrets(db: Database, keyring: KeyRing, batch_size: int = 500) -> Rotation:
+    """Encrypts every webhook secret that is plaintext or under another key with the
+    active key, ``batch_size`` rows per transaction. Idempotent; safe beside running
+    deliveries: each row changes in one UPDATE (a reader sees the old or the new
+    form, both readable while the old key stays configured), and a secret that does
+    not decrypt is reported and left as it is, never overwritten."""
+    outcome = Rotation()
+    after: uuid.UUID | None = None
+    while True:
+        async with db.transaction() as session:
+            hooks = WebhookRepository(session)
+            rows = await hooks.secrets_to_rotate(keyring.active_key_id, after, batch_size)
+            for row in rows:
+                try:
+                    secret = keyring.reveal(
+                        row["id"],
+                        secret=row["secret"],
+                        secret_ciphertext=row["secret_ciphertext"],
+                        secret_key_id=row["secret_key_id"],
+                    )
+                except SecretUnavailable as exc:
+                    outcome.failed.append(str(exc))
+                    continue
+                sealed = keyring.seal(row["id"], secret)
+                await hooks.store_secret(row["id"], sealed.key_id, sealed.ciphertext)
+                outcome.rotated += 1
+        if len(rows) < batch_size:
+            return outcome
+        after = rows[-1]["id"]
 
 
 webhook_service = WebhookService()

@@ -105,6 +105,19 @@ Call with (dict "ctx" $ "directDb" false "smtp" false "extraEnv" list).
 - name: TASKHUB_AUTH__OIDC_AUDIENCE
   value: {{ $.Values.auth.oidc.audience | quote }}
 {{- end }}
+- name: TASKHUB_WEBHOOKS__SECRET_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "taskhub.webhookKeys.secretName" $ }}
+      key: {{ $.Values.webhooks.secretKeys.secretKeysKey }}
+{{- with $.Values.webhooks.secretKeys.activeKeyId }}
+- name: TASKHUB_WEBHOOKS__ACTIVE_KEY_ID
+  value: {{ . | quote }}
+{{- end }}
+{{- with $.Values.webhooks.allowedNetworks }}
+- name: TASKHUB_WEBHOOKS__ALLOWED_NETWORKS
+  value: {{ toJson . | quote }}
+{{- end }}
 {{- end }}
 {{- if and .smtp $.Values.smtp.host }}
 - name: TASKHUB_SMTP__HOST
@@ -149,4 +162,12 @@ Call with (dict "ctx" $ "directDb" false "smtp" false "extraEnv" list).
 {{- with .extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/*
+The Secret with the webhook secret keys: existingSecret, or the one the chart
+generates (templates/common/webhook-keys-secret.yaml).
+*/}}
+{{- define "taskhub.webhookKeys.secretName" -}}
+{{- .Values.webhooks.secretKeys.existingSecret | default (printf "%s-webhook-keys" (include "taskhub.fullname" . | trunc 50 | trimSuffix "-")) -}}
 {{- end }}

@@ -31,6 +31,13 @@ DEV_VALUES = REPO_ROOT / "k8s" / "dev-values.yaml"
 SHARED_DIR = REPO_ROOT.parent / "shared"
 CRD_DIR = Path(os.environ.get("TASKHUB_CRD_DIR", SHARED_DIR / "crds"))
 SCHEMA_DIR = Path(os.environ.get("TASKHUB_SCHEMA_DIR", SHARED_DIR / "schemas"))
+for _name, _folder in (("TASKHUB_CRD_DIR", CRD_DIR), ("TASKHUB_SCHEMA_DIR", SCHEMA_DIR)):
+    if not _folder.is_dir():
+        raise RuntimeError(
+            f"{_folder} does not exist: the chart tests validate against the shared CRDs "
+            f"and schemas, kept in ../shared next to the checkout; set {_name} to where "
+            "they are"
+        )
 
 RELEASE = "taskhub"
 NAMESPACE = "taskhub"

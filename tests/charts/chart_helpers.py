@@ -334,3 +334,15 @@ def operator_migration_job(
         phase=phase,
     )
     return job
+
+
+def merged(*parts: dict[str, Any]) -> dict[str, Any]:
+    """Values overlays deep-merged, later ones winning (as Helm merges values files)."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merged(out[key], value)
+            else:
+                out[key] = value
+    return out

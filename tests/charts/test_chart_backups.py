@@ -32,6 +32,7 @@ from chart_helpers import (
     field_path,
     forbid_unknown_fields,
     list_type_errors,
+    merged,
     parse,
     render,
     rendered_profile,
@@ -75,18 +76,6 @@ def one(found: list[Manifest], kind: str, name: str | None = None) -> Manifest:
 
 def app_cluster(found: list[Manifest]) -> Manifest:
     return one(found, "Cluster", "taskhub-pg")
-
-
-def merged(*parts: dict[str, Any]) -> dict[str, Any]:
-    """Deep merge of values overlays, later ones winning."""
-    out: dict[str, Any] = {}
-    for part in parts:
-        for key, value in part.items():
-            if isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = merged(out[key], value)
-            else:
-                out[key] = value
-    return out
 
 
 def with_backup(**backup: Any) -> dict[str, Any]:

@@ -162,7 +162,9 @@ def _free_port() -> int:
         return port
 
 
-def _start_server(tmp: Path, overrides: dict[str, str]) -> Server:
+def spawn_server(tmp: Path, overrides: dict[str, str]) -> Server:
+    """A `taskhub api` process on the test stack, not waited for (readiness tests watch
+    it from its first instant); ``overrides`` are environment variables."""
     port, metrics_port = _free_port(), _free_port()
     env = {
         **os.environ,
@@ -195,9 +197,14 @@ def _start_server(tmp: Path, overrides: dict[str, str]) -> Server:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    server = Server(
+    return Server(
         f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", log, process, env
     )
+
+
+def _start_server(tmp: Path, overrides: dict[str, str]) -> Server:
+    server = spawn_server(tmp, overrides)
+    process = server.process
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:

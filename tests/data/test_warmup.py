@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.data.conftest import SECRET, Actor, Server, create_task
+from tests.data.conftest import Actor, Server, create_task, spawn_server
 from tests.stack import (
-    BOUNCER_RO_URL,
-    BOUNCER_URL,
     HOST,
     PGBOUNCER_PORT,
-    REDIS_URL,
-    ROOT,
     devstack,
 )
 
@@ -36,72 +29,23 @@ UNAVAILABLE = "unavailable: the primary does not answer its probe"
 POOL_SIZE = 20  # DatabaseSettings.pool_size's default, which these servers keep
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class Launched:
-    """A `taskhub api` process watched from its first instant (the shared fixtures
-    only hand a server over once it is ready)."""
-
-    base_url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def client(self, timeout: float = 10) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-
-
-Launch = Callable[..., Launched]
+Launch = Callable[..., Server]
 
 
 @pytest.fixture
 def launch(tmp_path: Path) -> Iterator[Launch]:
-    started: list[Launched] = []
+    """`taskhub api` processes watched from their first instant (the shared fixtures
+    hand a server over only once it is ready), logging at INFO."""
+    started: list[Server] = []
 
-    def start(**overrides: str) -> Launched:
-        port = _free_port()
-        env = {
-            **os.environ,
-            "TASKHUB_DB__URL": BOUNCER_URL,
-            "TASKHUB_DB__REPLICA_URL": BOUNCER_RO_URL,
-            "TASKHUB_DB__STATEMENT_CACHE_SIZE": "0",
-            "TASKHUB_REDIS__URL": REDIS_URL,
-            "TASKHUB_REDIS__KEY_PREFIX": f"taskhub-{uuid.uuid4().hex[:8]}:",
-            "TASKHUB_AUTH__SECRET_KEY": SECRET,  # the shared server's: its tokens work
-            "TASKHUB_LOG_LEVEL": "INFO",
-            "TASKHUB_LOG_JSON": "false",
-            **overrides,
-        }
-        log = tmp_path / f"api-{port}.log"
-        taskhub = Path(sys.executable).parent / "taskhub"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [str(taskhub), "api", "--host", HOST, "--port", str(port), "--metrics-port", "0"],
-                env=env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        launched = Launched(f"http://{HOST}:{port}", process, log)
-        started.append(launched)
-        return launched
+    def start(**overrides: str) -> Server:
+        server = spawn_server(tmp_path, {"TASKHUB_LOG_LEVEL": "INFO", **overrides})
+        started.append(server)
+        return server
 
     yield start
-    for launched in started:
-        launched.stop()
+    for server in started:
+        server.stop()
 
 
 @dataclass
@@ -111,7 +55,7 @@ class Poll:
     database: str
 
 
-async def _poll_until_ready(api: Launched, within: float = 60) -> list[Poll]:
+async def _poll_until_ready(api: Server, within: float = 60) -> list[Poll]:
     """Every answer of /health/ready from the first one the process gives until the
     first 200 (bounded)."""
     polls: list[Poll] = []
@@ -131,7 +75,7 @@ async def _poll_until_ready(api: Launched, within: float = 60) -> list[Poll]:
     raise AssertionError(f"not ready within {within} s: {polls[-3:]}")
 
 
-async def _poll_until_answered(api: Launched, within: float = 60) -> list[Poll]:
+async def _poll_until_answered(api: Server, within: float = 60) -> list[Poll]:
     """The first answer of /health/ready (and any before it, none): bounded."""
     deadline = time.monotonic() + within
     async with api.client(timeout=5) as http:

@@ -15,7 +15,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "charts"))
 
-from chart_helpers import NAMESPACE, REPO_ROOT, parse, render
+from chart_helpers import NAMESPACE, REPO_ROOT, merged, parse, render
 
 ENSURE_PROMETHEUS = REPO_ROOT / "scripts" / "ensure-prometheus.sh"
 DASHBOARDS_DIR = REPO_ROOT / "charts" / "taskhub" / "dashboards"
@@ -48,17 +48,6 @@ def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
         timeout=120,
         check=False,
     )
-
-
-def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """`override` deep-merged over `base` (as Helm merges values files)."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def rule_groups(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -1,18 +1,22 @@
-"""Resolves the calling principal; the only place routers get identity and roles from."""
+"""Resolves the calling principal; the only place routers get identity and roles from.
+Also the login form, validated and throttled before the password is checked."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Form, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from taskhub_api.auth.principal import Principal
+from taskhub_api.auth.schemas import TokenRequest
 from taskhub_api.auth.verifier import TokenVerifier
 from taskhub_api.db import Database, raw_connection
 from taskhub_api.errors import Forbidden, Unauthorized
-from taskhub_api.ratelimit.deps import enforce, rate_for
+from taskhub_api.ratelimit.deps import client_address, enforce, rate_for
+from taskhub_api.settings import RateLimitSettings
 from taskhub_api.users.models import Role
 from taskhub_api.users.repository import fetch_principal_row, provision_external_user
 
@@ -84,3 +88,19 @@ def _admin(principal: Principal) -> None:
 CurrentPrincipal = Annotated[Principal, Depends(PrincipalResolver())]
 WriterPrincipal = Annotated[Principal, Depends(PrincipalResolver(_writer))]
 AdminPrincipal = Annotated[Principal, Depends(PrincipalResolver(_admin))]
+
+
+async def limit_login(request: Request, form: Annotated[TokenRequest, Form()]) -> TokenRequest:
+    """Password guessing: a bucket per client address and username, checked before the
+    (deliberately slow) password hash. Runs only on a form that passed validation
+    (FastAPI does not call a dependency whose parameters failed), so no username
+    reaches the throttle or the database unchecked."""
+    settings: RateLimitSettings = request.app.state.settings.ratelimit
+    subject = f"{client_address(request)}\n{form.username.lower()}"
+    digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
+    await enforce(request, "token", digest, settings.token)
+    return form
+
+
+# The validated login form, throttled per address and username.
+LoginForm = Annotated[TokenRequest, Depends(limit_login)]

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from fastapi import Response, status
 
+from taskhub_api.auth.deps import LoginForm
 from taskhub_api.auth.schemas import RefreshRequest, TokenPair
 from taskhub_api.auth.service import auth_service
 from taskhub_api.deps import SettingsDep, WriteSessionDep
 from taskhub_api.kit.routing import planned_router
 from taskhub_api.ratelimit.deps import (
-    LoginForm,
     LogoutRateLimit,
     RefreshRateLimit,
     RegisterRateLimit,

@@ -4,13 +4,11 @@ Decisions travel as response headers."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
-from fastapi import Depends, Form, Request
+from fastapi import Depends, Request
 
-from taskhub_api.auth.schemas import TokenRequest
 from taskhub_api.errors import TooManyRequests
 from taskhub_api.kit.response_headers import add_response_headers
 from taskhub_api.ratelimit.clientip import ClientAddressResolver
@@ -54,18 +52,6 @@ def client_address(request: Request) -> str:
     return resolver.resolve(peer, request.headers.getlist("x-forwarded-for"))
 
 
-async def limit_login(request: Request, form: Annotated[TokenRequest, Form()]) -> TokenRequest:
-    """Password guessing: a bucket per client address and username, checked before the
-    (deliberately slow) password hash. Runs only on a form that passed validation
-    (FastAPI does not call a dependency whose parameters failed), so no username
-    reaches the throttle or the database unchecked."""
-    settings: RateLimitSettings = request.app.state.settings.ratelimit
-    subject = f"{client_address(request)}\n{form.username.lower()}"
-    digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
-    await enforce(request, "token", digest, settings.token)
-    return form
-
-
 def limit_address(bucket: str, rate: Callable[[RateLimitSettings], Rate]) -> Callable[..., Any]:
     """A dependency throttling one endpoint per client address (behind trusted proxies,
     the forwarded client's). It takes only the request: it runs before the body is
@@ -79,8 +65,6 @@ def limit_address(bucket: str, rate: Callable[[RateLimitSettings], Rate]) -> Cal
     return limit
 
 
-# The validated login form, throttled per address and username.
-LoginForm = Annotated[TokenRequest, Depends(limit_login)]
 TokenAddressRateLimit = Annotated[
     None, Depends(limit_address("token_per_ip", lambda s: s.token_per_ip))
 ]

@@ -52,7 +52,12 @@ class WebhookReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender died mid-request (a worker killed while posting): the
+                    # connection broke, nothing was delivered, and no answer can go back.
+                    return
                 secret = state.secrets.get(self.path, "")
                 state.receipts.append(
                     Receipt(

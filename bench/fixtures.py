@@ -21,7 +21,7 @@ import asyncpg
 import orjson
 
 from common import CREATED_PREFIX, DB_DSN
-from taskhub_api.auth.tokens import issue_access_token
+from taskhub_api.identity.tokens import issue_access_token
 from taskhub_api.settings import Settings
 
 TOKEN_USERS = 16

@@ -44,8 +44,6 @@ import uvicorn
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from taskhub_api.auth.principal import Principal
-from taskhub_api.auth.verifier import TokenVerifier
 from taskhub_api.db import COMMIT_LSN_SQL
 from taskhub_api.deps import CONSISTENCY_TOKEN
 from taskhub_api.errors import (
@@ -58,24 +56,26 @@ from taskhub_api.errors import (
     field_error,
 )
 from taskhub_api.events.repository import record_event
+from taskhub_api.identity.principal import Principal, Role
+from taskhub_api.identity.repository import fetch_principal_row
+from taskhub_api.identity.verifier import TokenVerifier
 from taskhub_api.kit import cursor, heap, lsn
 from taskhub_api.kit.etag import etag, if_none_match_hit
 from taskhub_api.kit.jsonenc import dumps
 from taskhub_api.settings import Settings
+from taskhub_api.tasks.filters import TaskFilters
 from taskhub_api.tasks.models import TaskPriority, TaskStatus
 from taskhub_api.tasks.policy import can_read
 from taskhub_api.tasks.repository import (
     COLUMNS,
     INSERT,
     SORTS,
-    TaskFilters,
     build_list_query,
     fetch_live,
     fetch_page,
 )
 from taskhub_api.tasks.service import parse_cursor_values
-from taskhub_api.users.models import Role
-from taskhub_api.users.repository import ACTIVE_USER, fetch_principal_row
+from taskhub_api.users.repository import ACTIVE_USER
 
 PREFIX = "/api/v1/tasks"
 JSON = "application/json"

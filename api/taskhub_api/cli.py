@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def _generate_password() -> str:
-    from taskhub_api.auth.passwords import password_problems
+    from taskhub_api.identity.passwords import password_problems
 
     while True:
         candidate = secrets.token_urlsafe(18)
@@ -48,8 +48,8 @@ def _read_credentials(path: Path, username: str) -> str | None:
 
 async def bootstrap_admin(settings: Settings, credentials_file: Path) -> None:
     """Create the bootstrap admin once; later runs only make sure it is an admin."""
-    from taskhub_api.auth.passwords import hash_password, password_problems
     from taskhub_api.db import Database
+    from taskhub_api.identity.passwords import hash_password, password_problems
     from taskhub_api.users.repository import UserRepository
 
     username = settings.bootstrap_admin_username

@@ -16,13 +16,12 @@ from starlette.exceptions import HTTPException
 
 from taskhub_api import tracing
 from taskhub_api.auth.router import router as auth_router
-from taskhub_api.auth.verifier import TokenVerifier
 from taskhub_api.cache import Cache
 from taskhub_api.db import CONNECTION_ERRORS, Database
 from taskhub_api.errors import AppError
-from taskhub_api.events.router import router as events_router
 from taskhub_api.health.router import ready
 from taskhub_api.health.router import router as health_router
+from taskhub_api.identity.verifier import TokenVerifier
 from taskhub_api.kit import heap
 from taskhub_api.kit.body_limit import BodyLimitMiddleware
 from taskhub_api.kit.response_headers import ResponseHeadersMiddleware
@@ -34,6 +33,7 @@ from taskhub_api.ratelimit.limiter import RateLimiter
 from taskhub_api.redisstore import RedisStore
 from taskhub_api.schema import SchemaVersion
 from taskhub_api.settings import Settings, get_settings
+from taskhub_api.tasks.history_router import router as events_router
 from taskhub_api.tasks.router import router as tasks_router
 from taskhub_api.users.router import router as users_router
 from taskhub_api.webhooks.router import router as webhooks_router

@@ -206,7 +206,7 @@ class WebhookSettings(BaseModel):
     def _allowed_networks_mean_what_they_say(
         cls, networks: list[IPvAnyNetwork]
     ) -> list[IPvAnyNetwork]:
-        from taskhub_api.webhooks.addresses import allow_list_problems
+        from taskhub_api.kit.addresses import allow_list_problems
 
         problems = allow_list_problems(networks)
         if problems:

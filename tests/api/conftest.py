@@ -10,9 +10,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from taskhub_api.auth.passwords import hash_password
-from taskhub_api.auth.tokens import issue_access_token
 from taskhub_api.db import Database
+from taskhub_api.identity.passwords import hash_password
+from taskhub_api.identity.tokens import issue_access_token
 from taskhub_api.settings import Settings
 from taskhub_api.users.repository import UserRepository
 

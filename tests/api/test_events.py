@@ -11,11 +11,10 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from taskhub_api.auth.principal import Principal
 from taskhub_api.db import Database
+from taskhub_api.identity.principal import Principal, Role
 from taskhub_api.tasks.schemas import TaskCreate
 from taskhub_api.tasks.service import task_service
-from taskhub_api.users.models import Role
 from tests.api.conftest import NewUser, create_task
 
 

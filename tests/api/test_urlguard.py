@@ -29,8 +29,8 @@ from sqlalchemy import text
 
 from taskhub_api.db import Database
 from taskhub_api.jobs.ledger import JobContext
+from taskhub_api.kit.addresses import IPNetwork
 from taskhub_api.settings import Settings, WebhookSettings
-from taskhub_api.webhooks.addresses import IPNetwork
 from taskhub_api.webhooks.jobs import DeliveryFailed, deliver, delivery_id, delivery_job, send
 from taskhub_api.webhooks.transport import PinnedTransport
 from taskhub_api.webhooks.urlguard import UnsafeUrl, check_url

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from taskhub_api.auth.tokens import issue_access_token
 from taskhub_api.db import Database
+from taskhub_api.identity.tokens import issue_access_token
 from taskhub_api.settings import Settings
 from taskhub_api.users.repository import UserRepository
 from tests.e2e.conftest import LiveServer

@@ -30,9 +30,9 @@ from aiosmtpd.controller import Controller
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from taskhub_api.auth.passwords import hash_password
-from taskhub_api.auth.tokens import issue_access_token
 from taskhub_api.db import Database
+from taskhub_api.identity.passwords import hash_password
+from taskhub_api.identity.tokens import issue_access_token
 from taskhub_api.main import create_app
 from taskhub_api.settings import (
     BrokerSettings,

@@ -19,7 +19,7 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
 from taskhub_api.db import Database
-from taskhub_api.events.jobs import jobs_for
+from taskhub_api.dispatch.mapping import jobs_for
 from taskhub_api.jobs.schemas import JobRequest
 from taskhub_api.settings import Settings
 from taskhub_api.tracing import continued

@@ -3,15 +3,16 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from taskhub_api.auth.passwords import hash_password, password_problems, verify_password
-from taskhub_api.auth.repository import RefreshTokenRepository
 from taskhub_api.auth.schemas import TokenPair
-from taskhub_api.auth.tokens import hash_refresh_token, issue_access_token, new_refresh_token
 from taskhub_api.db import WriteSession
 from taskhub_api.errors import Conflict, Unauthorized, UnprocessableContent, field_error
 from taskhub_api.events.repository import EventRepository
+from taskhub_api.identity.passwords import hash_password, password_problems, verify_password
+from taskhub_api.identity.principal import Role
+from taskhub_api.identity.repository import RefreshTokenRepository
+from taskhub_api.identity.tokens import hash_refresh_token, issue_access_token, new_refresh_token
 from taskhub_api.settings import AuthSettings
-from taskhub_api.users.models import Role, User
+from taskhub_api.users.models import User
 from taskhub_api.users.repository import UserRepository
 from taskhub_api.users.schemas import UserCreate
 

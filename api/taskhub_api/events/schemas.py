@@ -2,14 +2,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel
 
 from taskhub_api.kit.schemas import PageMeta
 
-TASK_EVENTS = ("task.created", "task.updated", "task.assigned", "task.deleted", "task.restored")
-USER_EVENTS = ("user.registered",)
+# The one list of the public event types (webhook subscriptions validate against it).
+TaskEventType = Literal[
+    "task.created", "task.updated", "task.assigned", "task.deleted", "task.restored"
+]
+UserEventType = Literal["user.registered"]
+EventType = Literal[TaskEventType, UserEventType]
+TASK_EVENTS: tuple[str, ...] = get_args(TaskEventType)
+USER_EVENTS: tuple[str, ...] = get_args(UserEventType)
 # What a webhook may subscribe to.
 PUBLIC_EVENTS = (*TASK_EVENTS, *USER_EVENTS)
 

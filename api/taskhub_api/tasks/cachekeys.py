@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from taskhub_api.auth.principal import Principal
 from taskhub_api.db import CACHE_SCOPES, WriteSession
+from taskhub_api.identity.principal import Principal
 
 ALL = "all"
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Set
 from typing import Any
 
-from taskhub_api.auth.principal import Principal
 from taskhub_api.errors import Forbidden
+from taskhub_api.identity.principal import Principal
 
 ASSIGNEE_EDITABLE = frozenset({"status"})
 

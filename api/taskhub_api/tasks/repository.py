@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, cast
 
 import asyncpg
@@ -19,6 +18,7 @@ from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskhub_api.db import DriverStatement, driver_connection
+from taskhub_api.tasks.filters import TaskFilters
 from taskhub_api.tasks.models import Task
 
 COLUMNS = (
@@ -61,29 +61,6 @@ SORTS: dict[str, SortSpec] = {
     "priority": SortSpec(("priority", "created_at"), descending=False),
     "-priority": SortSpec(("priority", "created_at"), descending=True),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class TaskFilters:
-    statuses: tuple[str, ...] = ()
-    priorities: tuple[str, ...] = ()
-    labels: tuple[str, ...] = ()
-    assignee_id: uuid.UUID | None = None
-    due_before: datetime | None = None
-    due_after: datetime | None = None
-    q: str | None = None
-
-    def canonical(self) -> dict[str, Any]:
-        """What a cursor is bound to: order-insensitive, JSON-serialisable."""
-        return {
-            "status": sorted(self.statuses),
-            "priority": sorted(self.priorities),
-            "label": sorted(self.labels),
-            "assignee_id": str(self.assignee_id) if self.assignee_id else None,
-            "due_before": self.due_before.isoformat() if self.due_before else None,
-            "due_after": self.due_after.isoformat() if self.due_after else None,
-            "q": self.q,
-        }
 
 
 @dataclass(slots=True)

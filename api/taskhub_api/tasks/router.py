@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import Header, Query, Response, status
 
-from taskhub_api.auth.deps import AdminPrincipal, CurrentPrincipal, WriterPrincipal
 from taskhub_api.deps import ReadsDep, SettingsDep, WriteSessionDep
+from taskhub_api.identity.deps import AdminPrincipal, CurrentPrincipal, WriterPrincipal
 from taskhub_api.kit.etag import etag, if_none_match_hit
 from taskhub_api.kit.responses import JSONBytes
 from taskhub_api.kit.routing import planned_router
-from taskhub_api.tasks.repository import TaskFilters
+from taskhub_api.tasks.filters import TaskFilters
 from taskhub_api.tasks.schemas import TaskCreate, TaskListQuery, TaskPage, TaskRead, TaskUpdate
 from taskhub_api.tasks.service import task_service
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 
-from taskhub_api.auth.principal import Principal
 from taskhub_api.db import Reads, WriteSession
 from taskhub_api.errors import (
     BadRequest,
@@ -20,13 +19,15 @@ from taskhub_api.errors import (
 )
 from taskhub_api.events.repository import EventRepository
 from taskhub_api.idempotency.repository import IdempotencyRepository
+from taskhub_api.identity.principal import Principal
 from taskhub_api.kit import cursor
 from taskhub_api.kit.etag import check_if_match, etag
 from taskhub_api.kit.jsonenc import dumps
 from taskhub_api.tasks import cachekeys, repository
+from taskhub_api.tasks.filters import TaskFilters
 from taskhub_api.tasks.models import TaskPriority
 from taskhub_api.tasks.policy import can_read, ensure_can_delete, ensure_can_edit
-from taskhub_api.tasks.repository import SORTS, TaskFilters, TaskRepository
+from taskhub_api.tasks.repository import SORTS, TaskRepository
 from taskhub_api.tasks.schemas import TaskCreate, TaskUpdate
 from taskhub_api.users.repository import UserRepository
 

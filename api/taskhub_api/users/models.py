@@ -1,19 +1,12 @@
 from __future__ import annotations
 
 import uuid
-from enum import StrEnum
 
 from sqlalchemy import Boolean, CheckConstraint, Index, String, Text, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from taskhub_api.kit.model import Base, TimestampMixin
-
-
-class Role(StrEnum):
-    ADMIN = "admin"
-    USER = "user"
-    VIEWER = "viewer"
 
 
 class User(TimestampMixin, Base):

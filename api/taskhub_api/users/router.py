@@ -5,8 +5,8 @@ from typing import Annotated
 
 from fastapi import Query
 
-from taskhub_api.auth.deps import AdminPrincipal, CurrentPrincipal
 from taskhub_api.deps import ReadSessionDep, SettingsDep, WriteSessionDep
+from taskhub_api.identity.deps import AdminPrincipal, CurrentPrincipal
 from taskhub_api.kit.routing import planned_router
 from taskhub_api.users.schemas import UserPage, UserRead, UserUpdate
 from taskhub_api.users.service import user_service

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
+from taskhub_api.identity.principal import Role
 from taskhub_api.kit.schemas import InputText, PageMeta, Schema, Text
-from taskhub_api.users.models import Role
 
 Username = Annotated[
     str,

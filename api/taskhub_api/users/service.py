@@ -3,13 +3,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from taskhub_api.auth.principal import Principal
-from taskhub_api.auth.repository import RefreshTokenRepository
 from taskhub_api.db import ReadSession, WriteSession
 from taskhub_api.errors import BadRequest, Conflict, NotFound, field_error
+from taskhub_api.identity.principal import Principal, Role
+from taskhub_api.identity.repository import RefreshTokenRepository
 from taskhub_api.kit import cursor
 from taskhub_api.kit.schemas import PageMeta
-from taskhub_api.users.models import Role, User
+from taskhub_api.users.models import User
 from taskhub_api.users.repository import UserRepository
 from taskhub_api.users.schemas import UserUpdate
 

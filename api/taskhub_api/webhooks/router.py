@@ -5,8 +5,8 @@ from typing import Annotated
 
 from fastapi import Query, Response, status
 
-from taskhub_api.auth.deps import CurrentPrincipal, WriterPrincipal
 from taskhub_api.deps import ReadSessionDep, SettingsDep, WriteSessionDep
+from taskhub_api.identity.deps import CurrentPrincipal, WriterPrincipal
 from taskhub_api.kit.routing import planned_router
 from taskhub_api.webhooks.keyring import KeyRing
 from taskhub_api.webhooks.schemas import (

@@ -2,20 +2,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
 
+from taskhub_api.events.schemas import PUBLIC_EVENTS, EventType
 from taskhub_api.kit.schemas import PageMeta, Schema, Text
 
-EventType = Literal[
-    "task.created",
-    "task.updated",
-    "task.assigned",
-    "task.deleted",
-    "task.restored",
-    "user.registered",
-]
 WebhookUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2048)]
 
 
@@ -25,7 +18,9 @@ def _unique(values: list[str]) -> list[str]:
 
 class WebhookCreate(Schema):
     url: WebhookUrl
-    events: Annotated[list[EventType], Field(min_length=1, max_length=6), AfterValidator(_unique)]
+    events: Annotated[
+        list[EventType], Field(min_length=1, max_length=len(PUBLIC_EVENTS)), AfterValidator(_unique)
+    ]
     secret: Text | None = Field(
         default=None,
         min_length=16,

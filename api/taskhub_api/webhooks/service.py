@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from taskhub_api.auth.principal import Principal
 from taskhub_api.db import Database, ReadSession, WriteSession
 from taskhub_api.errors import BadRequest, NotFound, UnprocessableContent, field_error
 from taskhub_api.events.repository import EventRepository
+from taskhub_api.identity.principal import Principal
 from taskhub_api.kit import cursor
+from taskhub_api.kit.addresses import IPNetwork
 from taskhub_api.kit.schemas import PageMeta
-from taskhub_api.webhooks.addresses import IPNetwork
 from taskhub_api.webhooks.keyring import KeyRing, SecretUnavailable
 from taskhub_api.webhooks.repository import WebhookRepository
 from taskhub_api.webhooks.schemas import WebhookCreate

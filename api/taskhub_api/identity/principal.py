@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 
-from taskhub_api.users.models import Role
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    USER = "user"
+    VIEWER = "viewer"
 
 
 @dataclass(frozen=True, slots=True)

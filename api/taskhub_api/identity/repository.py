@@ -3,10 +3,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+import asyncpg
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskhub_api.auth.models import RefreshToken
+from taskhub_api.identity.models import RefreshToken
+from taskhub_api.identity.tokens import AccessClaims
 
 
 class RefreshTokenRepository:
@@ -69,3 +71,59 @@ class RefreshTokenRepository:
             .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
             .values(revoked_at=func.now())
         )
+
+
+async def provision_external_user(
+    conn: asyncpg.Connection, claims: AccessClaims
+) -> asyncpg.Record | None:
+    """Creates (or re-syncs the roles of) the local row of a user from an external
+    issuer, so tasks can reference it. It has no usable password. A username or email
+    already used by a local account gets a suffix rather than taking it over."""
+    candidates = [
+        (claims.username, claims.email or f"{claims.subject}@users.invalid"),
+        (f"{claims.username[:55]}-{claims.subject.hex[:8]}", f"{claims.subject}@users.invalid"),
+    ]
+    for username, email in candidates:
+        try:
+            return await conn.fetchrow(
+                """
+                INSERT INTO "user" (id, username, email, password_hash, roles)
+                VALUES ($1, $2, $3, '!external', $4)
+                ON CONFLICT (id) DO UPDATE SET roles = EXCLUDED.roles, updated_at = now()
+                RETURNING username, roles, disabled
+                """,
+                claims.subject,
+                username,
+                email,
+                list(claims.roles),
+            )
+        except asyncpg.UniqueViolationError:
+            continue
+    return None
+
+
+_PRINCIPAL_SQL = 'SELECT username, roles, disabled FROM "user" WHERE id = $1'
+# The same row, and whether the token's session (the head of its refresh-token family)
+# is live: a primary-key probe of refresh_token in the same statement, so checking the
+# session costs no round trip. Revoking a family revokes its head (it is the oldest
+# row), whatever the token's age.
+_PRINCIPAL_SESSION_SQL = """
+SELECT u.username, u.roles, u.disabled,
+       EXISTS (
+           SELECT 1 FROM refresh_token r
+           WHERE r.id = $2 AND r.user_id = u.id AND r.revoked_at IS NULL
+       ) AS session_live
+FROM "user" u WHERE u.id = $1
+"""
+
+
+async def fetch_principal_row(
+    conn: asyncpg.Connection, user_id: uuid.UUID, session: uuid.UUID | None = None
+) -> asyncpg.Record | None:
+    """Current username, roles and disabled flag: checked on every request so a role
+    change or a disabled account takes effect at once. With ``session`` (a built-in
+    token's ``sid``) also ``session_live``: false once that login was logged out or
+    revoked, so its access tokens stop at once, not when they expire."""
+    if session is None:
+        return await conn.fetchrow(_PRINCIPAL_SQL, user_id)
+    return await conn.fetchrow(_PRINCIPAL_SESSION_SQL, user_id, session)

@@ -3,10 +3,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from taskhub_api.auth.principal import Principal
 from taskhub_api.db import ReadSession, WriteSession
 from taskhub_api.errors import BadRequest, NotFound, field_error
 from taskhub_api.events.repository import EventRepository
+from taskhub_api.identity.principal import Principal
 from taskhub_api.kit import cursor
 from taskhub_api.kit.schemas import PageMeta
 from taskhub_api.tasks.policy import can_read

@@ -18,10 +18,10 @@ import httpx
 import jwt
 from jwt import PyJWK
 
-from taskhub_api.auth.tokens import AccessClaims
 from taskhub_api.errors import ServiceUnavailable, Unauthorized
+from taskhub_api.identity.principal import Role
+from taskhub_api.identity.tokens import AccessClaims
 from taskhub_api.settings import AuthSettings
-from taskhub_api.users.models import Role
 
 _KNOWN_ROLES = {role.value for role in Role}
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import jwt
 
-from taskhub_api.auth.oidc import OidcVerifier
-from taskhub_api.auth.tokens import AccessClaims, BuiltinVerifier
 from taskhub_api.errors import Unauthorized
+from taskhub_api.identity.oidc import OidcVerifier
+from taskhub_api.identity.tokens import AccessClaims, BuiltinVerifier
 from taskhub_api.settings import AuthSettings
 
 

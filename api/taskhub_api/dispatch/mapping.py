@@ -10,13 +10,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from taskhub_api.auth.principal import Principal
 from taskhub_api.db import Database
 from taskhub_api.events.schemas import TASK_EVENTS, USER_EVENTS
+from taskhub_api.identity.principal import Principal, Role
 from taskhub_api.jobs.schemas import JobRequest
 from taskhub_api.notifications.jobs import assignment_job, welcome_job
 from taskhub_api.tasks.policy import can_read
-from taskhub_api.users.models import Role
 from taskhub_api.webhooks.jobs import delivery_job
 from taskhub_api.webhooks.repository import WebhookRepository
 from taskhub_api.webhooks.service import REDELIVERY_REQUESTED

@@ -5,11 +5,11 @@ from typing import Annotated
 
 from fastapi import Query
 
-from taskhub_api.auth.deps import CurrentPrincipal
 from taskhub_api.deps import ReadSessionDep, SettingsDep
 from taskhub_api.events.schemas import EventPage, EventRead
-from taskhub_api.events.service import event_service
+from taskhub_api.identity.deps import CurrentPrincipal
 from taskhub_api.kit.routing import planned_router
+from taskhub_api.tasks.history import event_service
 
 router = planned_router("/api/v1/tasks", "events")
 

@@ -16,8 +16,8 @@ import httpx
 import orjson
 import pytest
 
-from taskhub_api.db import Database
-from taskhub_api.events.repository import EventRepository, OutboxRepository
+from taskhub_api.db import Database, driver_connection
+from taskhub_api.events.repository import OutboxRepository, record_event
 from taskhub_workers.relay import Relay
 from tests.workers.conftest import Broker, MailSink, Receiver, Stack, User, job_state, wait_for
 from tests.workers.helpers import create_webhook
@@ -52,7 +52,8 @@ async def record_backlog(db: Database, aggregates: int, per_aggregate: int) -> l
     for n in range(per_aggregate):
         for aggregate in ids:
             async with db.transaction() as session:
-                await EventRepository(session).record(
+                await record_event(
+                    await driver_connection(session),
                     type="task.updated",
                     aggregate_type="task",
                     aggregate_id=aggregate,

@@ -4,9 +4,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from taskhub_api.auth.schemas import TokenPair
-from taskhub_api.db import WriteSession
+from taskhub_api.db import WriteSession, driver_connection
 from taskhub_api.errors import Conflict, Unauthorized, UnprocessableContent, field_error
-from taskhub_api.events.repository import EventRepository
+from taskhub_api.events.repository import record_event
 from taskhub_api.identity.passwords import hash_password, password_problems, verify_password
 from taskhub_api.identity.principal import Role
 from taskhub_api.identity.repository import RefreshTokenRepository
@@ -47,7 +47,8 @@ class AuthService:
                 "The email address is already registered.",
                 errors=[field_error("email", "is already registered")],
             )
-        await EventRepository(session).record(
+        await record_event(
+            await driver_connection(session),
             type="user.registered",
             aggregate_type="user",
             aggregate_id=user.id,

@@ -11,7 +11,7 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskhub_api.db import DriverStatement, driver_connection
+from taskhub_api.db import DriverStatement
 from taskhub_api.events.models import PARTITIONS
 from taskhub_api.kit.jsonenc import dumps
 from taskhub_api.tracing import capture
@@ -57,7 +57,9 @@ async def record_event(
     payload: Mapping[str, Any],
 ) -> uuid.UUID:
     """Writes the event and its outbox row in the transaction open on ``conn``; the
-    relay is woken when (and only if) that transaction commits."""
+    relay is woken when (and only if) that transaction commits. The one way to record
+    an event: in a session's transaction, ``conn`` is ``await driver_connection(session)``
+    (the driver statement skips SQLAlchemy's per-execution work on the hot create path)."""
     event_id = uuid.uuid4()
     trace_context = capture()
     values = {
@@ -78,25 +80,6 @@ async def record_event(
 class EventRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-
-    async def record(
-        self,
-        *,
-        type: str,
-        aggregate_type: str,
-        aggregate_id: uuid.UUID,
-        actor_id: uuid.UUID | None,
-        payload: Mapping[str, Any],
-    ) -> uuid.UUID:
-        """``record_event`` in the session's transaction."""
-        return await record_event(
-            await driver_connection(self.session),
-            type=type,
-            aggregate_type=aggregate_type,
-            aggregate_id=aggregate_id,
-            actor_id=actor_id,
-            payload=payload,
-        )
 
     async def get(self, event_id: uuid.UUID) -> dict[str, Any] | None:
         row = (

@@ -4,15 +4,23 @@ import uuid
 from typing import Any
 
 from taskhub_api.db import ReadSession, WriteSession
-from taskhub_api.errors import BadRequest, NotFound, field_error
+from taskhub_api.errors import NotFound
 from taskhub_api.events.repository import EventRepository
 from taskhub_api.identity.principal import Principal
 from taskhub_api.kit import cursor
+from taskhub_api.kit.pages import Keyset
 from taskhub_api.kit.schemas import PageMeta
 from taskhub_api.tasks.policy import can_read
 from taskhub_api.tasks.repository import TaskRepository
 
 _SORT = "seq"
+
+
+def _seq(values: list[Any]) -> int:
+    (seq,) = values
+    if not isinstance(seq, int):
+        raise TypeError("the position is an event's seq")
+    return seq
 
 
 class EventService:
@@ -34,22 +42,10 @@ class EventService:
             or not can_read(principal, task)
         ):
             raise NotFound(f"Task {task_id} does not exist.")
-        bound_to = cursor.fingerprint({"task": str(task_id)})
-        position = None
-        if after is not None:
-            values = cursor.decode(cursor_key, after, _SORT, bound_to)
-            if len(values) != 1 or not isinstance(values[0], int):
-                raise BadRequest(
-                    "The cursor is malformed.", errors=[field_error("cursor", "is malformed")]
-                )
-            position = values[0]
+        keyset = Keyset(cursor_key, _SORT, cursor.fingerprint({"task": str(task_id)}))
+        position = keyset.start(after, _seq)
         rows = await EventRepository(session).history(task_id, position, limit + 1)
-        has_more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = (
-            cursor.encode(cursor_key, _SORT, bound_to, [rows[-1]["seq"]]) if has_more else None
-        )
-        return rows, PageMeta(limit=limit, has_more=has_more, next_cursor=next_cursor)
+        return keyset.page(rows, limit, lambda row: [row["seq"]])
 
 
 event_service = EventService()

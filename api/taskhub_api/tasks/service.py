@@ -9,20 +9,20 @@ from typing import Any
 
 import orjson
 
-from taskhub_api.db import Reads, WriteSession
+from taskhub_api.db import Reads, WriteSession, driver_connection
 from taskhub_api.errors import (
-    BadRequest,
     Conflict,
     NotFound,
     UnprocessableContent,
     field_error,
 )
-from taskhub_api.events.repository import EventRepository
+from taskhub_api.events.repository import record_event
 from taskhub_api.idempotency.repository import IdempotencyRepository
 from taskhub_api.identity.principal import Principal
 from taskhub_api.kit import cursor
 from taskhub_api.kit.etag import check_if_match, etag
 from taskhub_api.kit.jsonenc import dumps
+from taskhub_api.kit.pages import Keyset
 from taskhub_api.tasks import cachekeys, repository
 from taskhub_api.tasks.filters import TaskFilters
 from taskhub_api.tasks.models import TaskPriority
@@ -58,13 +58,6 @@ class TaskDocument:
         return cls(body, int(version))
 
 
-def _page_json(
-    items: list[dict[str, Any]], limit: int, has_more: bool, next_cursor: str | None
-) -> bytes:
-    meta = {"limit": limit, "has_more": has_more, "next_cursor": next_cursor}
-    return dumps({"items": items, "meta": meta})
-
-
 def location(task_id: uuid.UUID) -> str:
     return f"/api/v1/tasks/{task_id}"
 
@@ -85,7 +78,8 @@ async def _record(
     changed: list[str],
 ) -> None:
     """The domain event of a change, in the change's own transaction (outbox)."""
-    await EventRepository(session).record(
+    await record_event(
+        await driver_connection(session),
         type=type,
         aggregate_type="task",
         aggregate_id=task["id"],
@@ -130,15 +124,8 @@ class TaskService:
         limit: int,
     ) -> bytes:
         """One page as JSON: from the cache, else from the replica or the primary."""
-        bound_to = cursor.fingerprint(filters.canonical())
-        position = None
-        if after is not None:
-            values = cursor.decode(cursor_key, after, sort, bound_to)
-            try:
-                position = parse_cursor_values(sort, values)
-            except (ValueError, TypeError, AttributeError) as exc:
-                message = "The cursor is malformed."
-                raise BadRequest(message, errors=[field_error("cursor", "is malformed")]) from exc
+        keyset = Keyset(cursor_key, sort, cursor.fingerprint(filters.canonical()))
+        position = keyset.start(after, lambda values: parse_cursor_values(sort, values))
         scope = cachekeys.read_scope(principal)
         key = cachekeys.list_key(
             principal, {"f": filters.canonical(), "s": sort, "a": after, "l": limit}
@@ -155,14 +142,8 @@ class TaskService:
         )
         target = reads.engine(found.floor)
         rows = await target.run(lambda conn: repository.fetch_page(conn, sql, args))
-        has_more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = (
-            cursor.encode(cursor_key, sort, bound_to, _cursor_values(sort, rows[-1]))
-            if has_more
-            else None
-        )
-        body = _page_json([dict(r) for r in rows], limit, has_more, next_cursor)
+        items, meta = keyset.page(rows, limit, lambda row: _cursor_values(sort, row))
+        body = dumps({"items": [dict(r) for r in items], "meta": meta.model_dump()})
         await reads.cache.put(scope, key, target.asof, found.floor, body)
         return body
 

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from taskhub_api.db import ReadSession, WriteSession
-from taskhub_api.errors import BadRequest, Conflict, NotFound, field_error
+from taskhub_api.errors import Conflict, NotFound
 from taskhub_api.identity.principal import Principal, Role
 from taskhub_api.identity.repository import RefreshTokenRepository
 from taskhub_api.kit import cursor
+from taskhub_api.kit.pages import Keyset, created_and_id
 from taskhub_api.kit.schemas import PageMeta
 from taskhub_api.users.models import User
 from taskhub_api.users.repository import UserRepository
@@ -27,29 +27,10 @@ class UserService:
     async def list(
         self, session: ReadSession, cursor_key: bytes, after: str | None, limit: int
     ) -> tuple[list[User], PageMeta]:
-        position = None
-        if after is not None:
-            values = cursor.decode(cursor_key, after, _SORT, _NO_FILTERS)
-            try:
-                position = (datetime.fromisoformat(values[0]), uuid.UUID(values[1]))
-            except (ValueError, TypeError, IndexError) as exc:
-                raise BadRequest(
-                    "The cursor is malformed.", errors=[field_error("cursor", "is malformed")]
-                ) from exc
+        keyset = Keyset(cursor_key, _SORT, _NO_FILTERS)
+        position = keyset.start(after, created_and_id)
         users = await UserRepository(session).list_page(position, limit + 1)
-        has_more = len(users) > limit
-        users = users[:limit]
-        next_cursor = (
-            cursor.encode(
-                cursor_key,
-                _SORT,
-                _NO_FILTERS,
-                [users[-1].created_at.isoformat(), str(users[-1].id)],
-            )
-            if has_more
-            else None
-        )
-        return users, PageMeta(limit=limit, has_more=has_more, next_cursor=next_cursor)
+        return keyset.page(users, limit, lambda u: [u.created_at.isoformat(), str(u.id)])
 
     async def update(
         self, session: WriteSession, actor: Principal, user_id: uuid.UUID, data: UserUpdate

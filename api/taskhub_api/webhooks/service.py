@@ -3,15 +3,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from taskhub_api.db import Database, ReadSession, WriteSession
-from taskhub_api.errors import BadRequest, NotFound, UnprocessableContent, field_error
-from taskhub_api.events.repository import EventRepository
+from taskhub_api.db import Database, ReadSession, WriteSession, driver_connection
+from taskhub_api.errors import NotFound, UnprocessableContent, field_error
+from taskhub_api.events.repository import record_event
 from taskhub_api.identity.principal import Principal
 from taskhub_api.kit import cursor
 from taskhub_api.kit.addresses import IPNetwork
+from taskhub_api.kit.pages import Keyset, created_and_id
 from taskhub_api.kit.schemas import PageMeta
 from taskhub_api.webhooks.keyring import KeyRing, SecretUnavailable
 from taskhub_api.webhooks.repository import WebhookRepository
@@ -22,31 +22,8 @@ from taskhub_api.webhooks.urlguard import UnsafeUrl, check_url
 REDELIVERY_REQUESTED = "webhook.redelivery_requested"
 
 
-def _position(
-    cursor_key: bytes, after: str, sort: str, bound_to: str
-) -> tuple[datetime, uuid.UUID]:
-    values = cursor.decode(cursor_key, after, sort, bound_to)
-    try:
-        return datetime.fromisoformat(values[0]), uuid.UUID(values[1])
-    except (ValueError, TypeError, IndexError) as exc:
-        raise BadRequest(
-            "The cursor is malformed.", errors=[field_error("cursor", "is malformed")]
-        ) from exc
-
-
-def _next(
-    cursor_key: bytes, sort: str, bound_to: str, rows: list[dict[str, Any]], limit: int
-) -> PageMeta:
-    has_more = len(rows) > limit
-    del rows[limit:]
-    next_cursor = (
-        cursor.encode(
-            cursor_key, sort, bound_to, [rows[-1]["created_at"].isoformat(), str(rows[-1]["id"])]
-        )
-        if has_more
-        else None
-    )
-    return PageMeta(limit=limit, has_more=has_more, next_cursor=next_cursor)
+def _created_and_id(row: dict[str, Any]) -> list[Any]:
+    return [row["created_at"].isoformat(), str(row["id"])]
 
 
 class WebhookService:
@@ -89,10 +66,10 @@ class WebhookService:
     ) -> tuple[list[dict[str, Any]], PageMeta]:
         """Admins see every webhook, others their own."""
         owner = None if principal.is_admin else principal.id
-        bound_to = cursor.fingerprint({"owner": str(owner)})
-        position = _position(cursor_key, after, "webhooks", bound_to) if after else None
+        keyset = Keyset(cursor_key, "webhooks", cursor.fingerprint({"owner": str(owner)}))
+        position = keyset.start(after, created_and_id)
         rows = await WebhookRepository(session).list_page(owner, position, limit + 1)
-        return rows, _next(cursor_key, "webhooks", bound_to, rows, limit)
+        return keyset.page(rows, limit, _created_and_id)
 
     async def get(
         self, session: ReadSession | WriteSession, principal: Principal, webhook_id: uuid.UUID
@@ -119,9 +96,10 @@ class WebhookService:
     ) -> tuple[list[dict[str, Any]], PageMeta]:
         await self.get(session, principal, webhook_id)
         bound_to = cursor.fingerprint({"webhook": str(webhook_id)})
-        position = _position(cursor_key, after, "-deliveries", bound_to) if after else None
+        keyset = Keyset(cursor_key, "-deliveries", bound_to)
+        position = keyset.start(after, created_and_id)
         rows = await WebhookRepository(session).list_deliveries(webhook_id, position, limit + 1)
-        return rows, _next(cursor_key, "-deliveries", bound_to, rows, limit)
+        return keyset.page(rows, limit, _created_and_id)
 
     async def redeliver(
         self,
@@ -141,7 +119,8 @@ class WebhookService:
         await hooks.ensure_delivery(
             new_id, webhook_id, original["event_id"], original["event_type"], delivery_id
         )
-        await EventRepository(session).record(
+        await record_event(
+            await driver_connection(session),
             type=REDELIVERY_REQUESTED,
             aggregate_type="webhook_delivery",
             aggregate_id=new_id,

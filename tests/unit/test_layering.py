@@ -26,28 +26,35 @@ CLEAN = {
     "tasks/service.py": "from taskhub_api.tasks import repository\n",
     "tasks/router.py": "from taskhub_api.tasks import service\n",
     "tasks/history_router.py": "from taskhub_api.tasks import service\n",
+    "tasks/history.py": "from taskhub_api.tasks import repository\n",
+    "dispatch/__init__.py": "",
     "labels/__init__.py": "",
     "labels/models.py": "",
     "labels/repository.py": "from taskhub_api.labels import models\n",
     "labels/service.py": (
         "from taskhub_api.labels import repository\nfrom taskhub_api.tasks import service\n"
     ),
-    "labels/router.py": "from taskhub_api.labels import service\n",
+    "labels/router.py": "from taskhub_api.labels import service\nimport fastapi\n",
 }
 
 
-def _contracts() -> list[dict[str, Any]]:
-    """The project's contracts on taskhub_api's own structure (the others name real
-    modules and third-party packages, and are checked on the real code below)."""
+def _contracts() -> dict[str, dict[str, Any]]:
+    """The project's contracts on taskhub_api's own structure, by what they hold (the
+    others are about the worker and operator packages, checked on the real code below)."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
-    kept = [
-        c
-        for c in config["contracts"]
-        if c["type"] in {"acyclic_siblings", "layers"}
-        or (c["type"] == "forbidden" and c["forbidden_modules"] == ["taskhub_api.*.repository"])
-    ]
-    assert {c["type"] for c in kept} == {"acyclic_siblings", "layers", "forbidden"}
-    return kept
+    by_role: dict[str, dict[str, Any]] = {}
+    for contract in config["contracts"]:
+        if contract["type"] in {"acyclic_siblings", "layers"}:
+            by_role[contract["type"]] = contract
+        elif contract.get("forbidden_modules") == ["taskhub_api.*.repository"]:
+            by_role["router-repository"] = contract
+        elif contract.get("forbidden_modules") == ["fastapi", "starlette"]:
+            by_role["no-fastapi"] = contract
+    assert set(by_role) == set(ROLES), by_role
+    return by_role
+
+
+ROLES = ("acyclic_siblings", "layers", "router-repository", "no-fastapi")
 
 
 def _toml(value: Any) -> str:
@@ -68,8 +75,10 @@ def _lint(tmp_path: Path, changes: dict[str, str]) -> dict[str, str]:
         path = package / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(source)
-    lines = ['[tool.importlinter]\nroot_packages = ["taskhub_api"]\n']
-    for contract in _contracts():
+    lines = [
+        '[tool.importlinter]\nroot_packages = ["taskhub_api"]\ninclude_external_packages = true\n'
+    ]
+    for contract in _contracts().values():
         lines.append("[[tool.importlinter.contracts]]")
         lines.extend(f"{key} = {_toml(value)}" for key, value in contract.items())
         lines.append("")
@@ -84,11 +93,11 @@ def _lint(tmp_path: Path, changes: dict[str, str]) -> dict[str, str]:
         check=False,
     )
     verdicts = {}
-    for contract in _contracts():
+    for role, contract in _contracts().items():
         for line in done.stdout.splitlines():
             if line.startswith(contract["name"] + " "):
-                verdicts[contract["type"]] = line.rsplit(" ", 1)[-1]
-    assert len(verdicts) == 3, done.stdout + done.stderr
+                verdicts[role] = line.rsplit(" ", 1)[-1]
+    assert len(verdicts) == len(ROLES), done.stdout + done.stderr
     assert (done.returncode == 0) == (set(verdicts.values()) == {"KEPT"}), done.stdout
     return verdicts
 
@@ -137,4 +146,12 @@ class TestContracts:
         verdicts = _lint(
             tmp_path, {"labels/router.py": "from taskhub_api.labels import repository\n"}
         )
-        assert verdicts == {"acyclic_siblings": "KEPT", "layers": "KEPT", "forbidden": "BROKEN"}
+        assert verdicts["router-repository"] == "BROKEN"
+        assert {verdicts[role] for role in ROLES if role != "router-repository"} == {"KEPT"}
+
+    @pytest.mark.parametrize("module", ["labels/service.py", "labels/repository.py"])
+    def test_fastapi_in_a_service_or_repository_breaks_the_no_fastapi_contract(
+        self, tmp_path: Path, module: str
+    ) -> None:
+        source = CLEAN[module] + "from fastapi import Depends\n"
+        assert _lint(tmp_path, {module: source})["no-fastapi"] == "BROKEN"

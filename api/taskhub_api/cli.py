@@ -49,43 +49,78 @@ def _read_credentials(path: Path, username: str) -> str | None:
 async def bootstrap_admin(settings: Settings, credentials_file: Path) -> None:
     """Create the bootstrap admin once; later runs only make sure it is an admin."""
     from taskhub_api.db import Database
-    from taskhub_api.identity.passwords import hash_password, password_problems
-    from taskhub_api.users.repository import UserRepository
+    from taskhub_api.errors import AppError
+    from taskhub_api.users.service import user_service
 
     username = settings.bootstrap_admin_username
+    configured = settings.bootstrap_admin_password
+    generated = False
+    if configured is not None:
+        password = configured.get_secret_value()
+    else:
+        stored = _read_credentials(credentials_file, username)
+        password, generated = (stored, False) if stored else (_generate_password(), True)
     db = Database(settings.db)
     try:
         async with db.transaction() as session:
-            users = UserRepository(session)
-            existing = await users.get_by_username(username)
-            if existing is not None:
-                if "admin" not in existing.roles:
-                    await users.update(existing.id, {"roles": [*existing.roles, "admin"]})
-                print(f"bootstrap admin '{existing.username}' exists")
-                return
-            generated = False
-            if settings.bootstrap_admin_password is not None:
-                password = settings.bootstrap_admin_password.get_secret_value()
-                problems = password_problems(password, username)
-                if problems:
-                    sys.exit("TASKHUB_BOOTSTRAP_ADMIN_PASSWORD " + "; ".join(problems))
-            else:
-                stored = _read_credentials(credentials_file, username)
-                password, generated = (stored, False) if stored else (_generate_password(), True)
-            await users.create(
+            outcome = await user_service.ensure_admin(
+                session,
                 username=username,
                 email=settings.bootstrap_admin_email,
-                password_hash=await hash_password(password),
-                roles=["admin"],
+                password=password,
+                check_password=configured is not None,
             )
-        if generated:
-            _write_private(credentials_file, f"username={username}\npassword={password}\n")
-            print(f"bootstrap admin '{username}' created with password: {password}")
-            print(f"(saved to {credentials_file}, mode 0600; it is not shown again)")
-        else:
-            print(f"bootstrap admin '{username}' created")
+    except AppError as exc:
+        source = "TASKHUB_BOOTSTRAP_ADMIN_PASSWORD: " if configured is not None else ""
+        sys.exit(f"bootstrap-admin: {source}{exc.detail}")
     finally:
         await db.dispose()
+    if not outcome.created:
+        print(
+            f"bootstrap admin '{username}' exists"
+            + (" (made an admin)" if outcome.promoted else "")
+        )
+        if outcome.password_unchanged:
+            print(
+                "its password was left unchanged: TASKHUB_BOOTSTRAP_ADMIN_PASSWORD differs "
+                f"from it; to change it, run `taskhub set-password {username}`"
+            )
+    elif generated:
+        _write_private(credentials_file, f"username={username}\npassword={password}\n")
+        print(f"bootstrap admin '{username}' created with password: {password}")
+        print(f"(saved to {credentials_file}, mode 0600; it is not shown again)")
+    else:
+        print(f"bootstrap admin '{username}' created")
+
+
+def _read_new_password(from_stdin: bool) -> str:
+    """The new password: typed twice at a terminal, or the first line of standard input
+    (``--password-stdin``). Never an argument: arguments show in the process list."""
+    if from_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    password = getpass.getpass("New password: ")
+    if getpass.getpass("Repeat it: ") != password:
+        sys.exit("set-password: the two passwords differ; nothing was changed")
+    return password
+
+
+async def set_password(settings: Settings, username: str, password: str) -> None:
+    """Change a local user's password; every login of the user ends."""
+    from taskhub_api.db import Database
+    from taskhub_api.errors import AppError
+    from taskhub_api.users.service import user_service
+
+    db = Database(settings.db)
+    try:
+        async with db.transaction() as session:
+            await user_service.set_password(session, username, password)
+    except AppError as exc:
+        sys.exit(f"set-password: {exc.detail}")
+    finally:
+        await db.dispose()
+    print(f"password of '{username}' changed; its sessions were ended")
 
 
 def migrate(phase: Phase) -> None:
@@ -208,6 +243,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     admin = commands.add_parser("bootstrap-admin", help="create the bootstrap admin user")
     admin.add_argument("--credentials-file", type=Path, default=Path(".local/admin-credentials"))
+    passwd = commands.add_parser(
+        "set-password",
+        help="set a local user's password (typed at the terminal, or from stdin); "
+        "ends the user's sessions",
+    )
+    passwd.add_argument("username")
+    passwd.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
     worker = commands.add_parser("worker", help="run a Celery worker (background jobs)")
     worker.add_argument(
         "--queues", default="notifications,webhooks,maintenance", help="comma-separated"
@@ -256,6 +300,9 @@ def main(argv: list[str] | None = None) -> None:
         migrate(args.phase)
     elif args.command == "bootstrap-admin":
         asyncio.run(bootstrap_admin(get_settings(), args.credentials_file))
+    elif args.command == "set-password":
+        password = _read_new_password(args.password_stdin)
+        asyncio.run(set_password(get_settings(), args.username, password))
     elif args.command in ("worker", "relay", "dispatcher", "beat", "dlq"):
         _async_layer(args)
     elif args.command == "webhooks":

@@ -34,6 +34,26 @@ def bootstrap(
     )
 
 
+def set_password(
+    settings: Settings, username: str, password: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "taskhub_api.cli", "set-password", username, "--password-stdin"],
+        input=password + "\n",
+        env={**os.environ, "TASKHUB_DB__URL": settings.db.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def login(client: httpx.AsyncClient, username: str, password: str) -> httpx.Response:
+    return await client.post(
+        "/api/v1/auth/token", data={"username": username, "password": password}
+    )
+
+
 class TestBootstrapAdmin:
     async def test_generates_a_password_once(
         self, settings: Settings, tmp_path: Path, client: httpx.AsyncClient
@@ -84,6 +104,101 @@ class TestBootstrapAdmin:
         result = bootstrap(settings, tmp_path / "c", TASKHUB_BOOTSTRAP_ADMIN_PASSWORD="short")
         assert result.returncode != 0
         assert "at least 10 characters" in result.stderr
+
+    async def test_a_different_configured_password_is_left_unchanged(
+        self, settings: Settings, tmp_path: Path, client: httpx.AsyncClient
+    ) -> None:
+        env = {"TASKHUB_BOOTSTRAP_ADMIN_USERNAME": "ops-admin"}
+        first = bootstrap(
+            settings, tmp_path / "c", **env, TASKHUB_BOOTSTRAP_ADMIN_PASSWORD="first-pass-11"
+        )
+        assert first.returncode == 0, first.stderr
+        same = bootstrap(
+            settings, tmp_path / "c", **env, TASKHUB_BOOTSTRAP_ADMIN_PASSWORD="first-pass-11"
+        )
+        assert same.returncode == 0
+        assert "left unchanged" not in same.stdout
+
+        other = bootstrap(
+            settings, tmp_path / "c", **env, TASKHUB_BOOTSTRAP_ADMIN_PASSWORD="second-pass-22"
+        )
+        assert other.returncode == 0, other.stderr
+        assert "password was left unchanged" in other.stdout
+        assert "taskhub set-password ops-admin" in other.stdout
+        assert "second-pass-22" not in other.stdout + other.stderr
+        assert (await login(client, "ops-admin", "first-pass-11")).status_code == 200
+        assert (await login(client, "ops-admin", "second-pass-22")).status_code == 401
+
+    async def test_an_existing_user_is_made_an_admin(
+        self, settings: Settings, tmp_path: Path, client: httpx.AsyncClient
+    ) -> None:
+        registered = await client.post(
+            "/api/v1/auth/register",
+            json={
+                "username": "later-admin",
+                "email": "later@example.com",
+                "password": "user-pass-123",
+            },
+        )
+        assert registered.status_code == 201, registered.text
+        result = bootstrap(settings, tmp_path / "c", TASKHUB_BOOTSTRAP_ADMIN_USERNAME="later-admin")
+        assert result.returncode == 0, result.stderr
+        assert "made an admin" in result.stdout
+        token = (await login(client, "later-admin", "user-pass-123")).json()["access_token"]
+        me = await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+        assert "admin" in me.json()["roles"]
+
+
+class TestSetPassword:
+    async def test_changes_the_password_and_ends_every_session(
+        self, settings: Settings, tmp_path: Path, client: httpx.AsyncClient
+    ) -> None:
+        env = {"TASKHUB_BOOTSTRAP_ADMIN_USERNAME": "pw-admin"}
+        assert (
+            bootstrap(
+                settings, tmp_path / "c", **env, TASKHUB_BOOTSTRAP_ADMIN_PASSWORD="old-pass-111"
+            ).returncode
+            == 0
+        )
+        session = (await login(client, "pw-admin", "old-pass-111")).json()
+        bearer = {"Authorization": f"Bearer {session['access_token']}"}
+        assert (await client.get("/api/v1/users/me", headers=bearer)).status_code == 200
+
+        result = set_password(settings, "pw-admin", "new-pass-222")
+        assert result.returncode == 0, result.stderr
+        assert "new-pass-222" not in result.stdout + result.stderr
+        assert (await login(client, "pw-admin", "old-pass-111")).status_code == 401
+        assert (await login(client, "pw-admin", "new-pass-222")).status_code == 200
+        # The old login is over: its access token and its refresh token.
+        assert (await client.get("/api/v1/users/me", headers=bearer)).status_code == 401
+        refreshed = await client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": session["refresh_token"]}
+        )
+        assert refreshed.status_code == 401
+
+        # And the bootstrap no longer reports a difference for the new one.
+        again = bootstrap(
+            settings, tmp_path / "c", **env, TASKHUB_BOOTSTRAP_ADMIN_PASSWORD="new-pass-222"
+        )
+        assert "left unchanged" not in again.stdout
+
+    async def test_refuses_a_weak_password_and_an_unknown_user(
+        self, settings: Settings, tmp_path: Path, client: httpx.AsyncClient
+    ) -> None:
+        env = {"TASKHUB_BOOTSTRAP_ADMIN_USERNAME": "pw-admin2"}
+        assert (
+            bootstrap(
+                settings, tmp_path / "c", **env, TASKHUB_BOOTSTRAP_ADMIN_PASSWORD="old-pass-333"
+            ).returncode
+            == 0
+        )
+        weak = set_password(settings, "pw-admin2", "short")
+        assert weak.returncode == 1
+        assert "at least 10 characters" in weak.stderr
+        assert (await login(client, "pw-admin2", "old-pass-333")).status_code == 200
+        unknown = set_password(settings, "nobody-here", "new-pass-444")
+        assert unknown.returncode == 1
+        assert "does not exist" in unknown.stderr
 
 
 class TestReadiness:

@@ -7,6 +7,8 @@ import asyncio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+# The password hash of a user provisioned from an external issuer: no password matches.
+EXTERNAL_PASSWORD_HASH = "!external"  # noqa: S105 - not a valid argon2 hash
 _hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile
 # Verified when the user does not exist, so both failures take the same time.
 _DUMMY_HASH = _hasher.hash("taskhub-dummy-password-for-timing")

@@ -8,6 +8,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskhub_api.identity.models import RefreshToken
+from taskhub_api.identity.passwords import EXTERNAL_PASSWORD_HASH
 from taskhub_api.identity.tokens import AccessClaims
 
 
@@ -88,7 +89,7 @@ async def provision_external_user(
             return await conn.fetchrow(
                 """
                 INSERT INTO "user" (id, username, email, password_hash, roles)
-                VALUES ($1, $2, $3, '!external', $4)
+                VALUES ($1, $2, $3, $5, $4)
                 ON CONFLICT (id) DO UPDATE SET roles = EXCLUDED.roles, updated_at = now()
                 RETURNING username, roles, disabled
                 """,
@@ -96,6 +97,7 @@ async def provision_external_user(
                 username,
                 email,
                 list(claims.roles),
+                EXTERNAL_PASSWORD_HASH,
             )
         except asyncpg.UniqueViolationError:
             continue

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
-
-from fastapi import Query
 
 from taskhub_api.auth.deps import CurrentPrincipal
 from taskhub_api.deps import ReadSessionDep, SettingsDep
 from taskhub_api.events.schemas import EventPage, EventRead
 from taskhub_api.events.service import event_service
+from taskhub_api.kit.params import Cursor, Limit
 from taskhub_api.kit.routing import planned_router
 
 router = planned_router("/api/v1/tasks", "events")
@@ -20,8 +18,8 @@ async def task_events(
     principal: CurrentPrincipal,
     session: ReadSessionDep,
     settings: SettingsDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> EventPage:
     """The task's history (audit trail): its domain events, oldest first."""
     rows, meta = await event_service.task_history(

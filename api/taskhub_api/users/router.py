@@ -1,12 +1,10 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
-
-from fastapi import Query
 
 from taskhub_api.auth.deps import AdminPrincipal, CurrentPrincipal
 from taskhub_api.deps import ReadSessionDep, SettingsDep, WriteSessionDep
+from taskhub_api.kit.params import Cursor, Limit
 from taskhub_api.kit.routing import planned_router
 from taskhub_api.users.schemas import UserPage, UserRead, UserUpdate
 from taskhub_api.users.service import user_service
@@ -25,8 +23,8 @@ async def list_users(
     _: AdminPrincipal,
     session: ReadSessionDep,
     settings: SettingsDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
 ) -> UserPage:
     """Every user, oldest first (admin only)."""
     users, meta = await user_service.list(session, settings.cursor_key, cursor, limit)

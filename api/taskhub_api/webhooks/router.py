@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import Query, Response, status
+from fastapi import Response, status
 
 from taskhub_api.auth.deps import CurrentPrincipal, WriterPrincipal
 from taskhub_api.deps import ReadSessionDep, SettingsDep, WriteSessionDep
+from taskhub_api.kit.params import Cursor, Limit
 from taskhub_api.kit.routing import planned_router
 from taskhub_api.webhooks.keyring import KeyRing
 from taskhub_api.webhooks.schemas import (
@@ -20,8 +20,6 @@ from taskhub_api.webhooks.schemas import (
 from taskhub_api.webhooks.service import webhook_service
 
 router = planned_router("/api/v1/webhooks", "webhooks")
-Limit = Annotated[int, Query(ge=1, le=100)]
-Cursor = Annotated[str | None, Query(max_length=1024)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=WebhookCreated)

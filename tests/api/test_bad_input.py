@@ -9,7 +9,9 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
+from taskhub_api.main import create_app
 from taskhub_api.observability import _new_request_id
+from taskhub_api.settings import Settings
 from tests.api.conftest import NewUser, create_task
 
 TASKS = "/api/v1/tasks"
@@ -182,3 +184,49 @@ class TestOperationalEndpoints:
         assert 'route="/api/v1/tasks/{task_id}",status="200"' in text
         assert task["id"] not in text
         assert "taskhub_http_request_duration_seconds_bucket" in text
+
+
+class TestUnparsableBodies:
+    """FastAPI cannot even parse these: 400, with the body named in ``errors[]``."""
+
+    @pytest.mark.parametrize(
+        ("content", "message"),
+        [
+            (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+            (b'{"title": "caf\xe9"}', "not valid UTF-8"),
+            (b'{"title": "x", "priority": ' + b"9" * 5000 + b"}", "cannot be parsed"),
+        ],
+        ids=["deep", "latin-1", "long-number"],
+    )
+    async def test_400_with_errors(
+        self, client: httpx.AsyncClient, new_user: NewUser, content: bytes, message: str
+    ) -> None:
+        alice = await new_user()
+        response = await client.post(
+            TASKS, content=content, headers={**alice.headers, "Content-Type": "application/json"}
+        )
+        assert_problem(response, 400, "body")
+        assert message in response.json()["errors"][0]["message"]
+
+
+async def test_token_form_errors_are_listed_once(client: httpx.AsyncClient) -> None:
+    response = await client.post("/api/v1/auth/token", data={})
+    assert_problem(response, 422, "password")
+    fields = [e["field"] for e in response.json()["errors"]]
+    assert sorted(fields) == ["password", "username"], fields
+
+
+class TestUnexpectedErrors:
+    async def test_an_unrelated_os_error_is_a_500_problem(self, settings: Settings) -> None:
+        # Not the database: a bug must not read as "retry shortly" (503).
+        app = create_app(settings)
+
+        async def broken() -> None:
+            raise ConnectionResetError("some other socket")
+
+        app.add_api_route("/broken", broken)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            response = await c.get("/broken")
+        assert_problem(response, 500)
+        assert "retry-after" not in response.headers

@@ -4,6 +4,7 @@ import uuid
 
 from taskhub_api.auth.deps import CurrentPrincipal
 from taskhub_api.deps import ReadSessionDep, SettingsDep
+from taskhub_api.errors.rendering import problem_responses
 from taskhub_api.events.schemas import EventPage, EventRead
 from taskhub_api.events.service import event_service
 from taskhub_api.kit.params import Cursor, Limit
@@ -12,7 +13,11 @@ from taskhub_api.kit.routing import planned_router
 router = planned_router("/api/v1/tasks", "events")
 
 
-@router.get("/{task_id}/events", response_model=EventPage)
+@router.get(
+    "/{task_id}/events",
+    response_model=EventPage,
+    responses=problem_responses(400, 401, 404, 422, 429, 503),
+)
 async def task_events(
     task_id: uuid.UUID,
     principal: CurrentPrincipal,

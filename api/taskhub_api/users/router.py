@@ -4,6 +4,7 @@ import uuid
 
 from taskhub_api.auth.deps import AdminPrincipal, CurrentPrincipal
 from taskhub_api.deps import ReadSessionDep, SettingsDep, WriteSessionDep
+from taskhub_api.errors.rendering import problem_responses
 from taskhub_api.kit.params import Cursor, Limit
 from taskhub_api.kit.routing import planned_router
 from taskhub_api.users.schemas import UserPage, UserRead, UserUpdate
@@ -12,13 +13,13 @@ from taskhub_api.users.service import user_service
 router = planned_router("/api/v1/users", "users")
 
 
-@router.get("/me", response_model=UserRead)
+@router.get("/me", response_model=UserRead, responses=problem_responses(401, 429, 503))
 async def me(principal: CurrentPrincipal, session: WriteSessionDep) -> UserRead:
     """The calling user."""
     return UserRead.model_validate(await user_service.get(session, principal.id))
 
 
-@router.get("", response_model=UserPage)
+@router.get("", response_model=UserPage, responses=problem_responses(400, 401, 403, 422, 429, 503))
 async def list_users(
     _: AdminPrincipal,
     session: ReadSessionDep,
@@ -31,7 +32,11 @@ async def list_users(
     return UserPage(items=[UserRead.model_validate(u) for u in users], meta=meta)
 
 
-@router.patch("/{user_id}", response_model=UserRead)
+@router.patch(
+    "/{user_id}",
+    response_model=UserRead,
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
+)
 async def update_user(
     user_id: uuid.UUID, data: UserUpdate, admin: AdminPrincipal, session: WriteSessionDep
 ) -> UserRead:

@@ -43,6 +43,7 @@ def assert_problem(response: httpx.Response, status: int, field: str | None = No
         (b'{"title": 5}', "title"),
         (b'{"title": "x", "labels": "ops"}', "labels"),
         (b'{"title": "x", "due_at": "tomorrow"}', "due_at"),
+        (b'{"title": "x", "due_at": 1700000000}', "due_at"),
         (b'{"title": "x", "due_at": "0001-01-01T00:30:00+01:00"}', "due_at"),
         (b'{"title": "x", "assignee_id": "not-a-uuid"}', "assignee_id"),
         (b"\xff\xfe", "body"),
@@ -69,6 +70,7 @@ async def test_malformed_create_bodies(
         ({"assignee_id": "123"}, "assignee_id"),
         ({"due_before": "2027-01-01"}, "due_before"),
         ({"due_after": "2027-01-01T00:00:00"}, "due_after"),
+        ({"due_before": "0.5"}, "due_before"),  # not Unix time: RFC 3339 only
         ({"q": ""}, "q"),
         ({"q": "a\x00b"}, "q"),
         ({"q": "a\x1bb"}, "q"),

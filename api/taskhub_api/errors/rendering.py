@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
 
 from taskhub_api.errors import AppError, Problem, ServiceUnavailable
 from taskhub_api.kit.responses import JSONBytes
@@ -105,9 +106,26 @@ def _unparsable_body(cause: BaseException) -> dict[str, str]:
     return {"field": "body", "message": message, "type": "body_unparsable"}
 
 
+def _allowed_methods(request: Request) -> str:
+    # Starlette's 405 names the methods of the first route on the path only; a path
+    # served by several routes (GET and POST /tasks) allows all of theirs.
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if (
+            isinstance(route, Route)
+            and route.methods
+            and route.matches(request.scope)[0] != Match.NONE
+        ):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: HTTPException) -> Response:
     errors = None
     detail = str(exc.detail)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
     if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI read the body
         error = _unparsable_body(exc.__cause__)
         errors = [error]
@@ -116,7 +134,7 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
         exc.status_code,
         detail,
         errors=errors,
-        headers=dict(exc.headers or {}),
+        headers=headers,
         instance=request.url.path,
     )
 

@@ -32,8 +32,9 @@ async def list_users(
     return UserPage(items=[UserRead.model_validate(u) for u in users], meta=meta)
 
 
+# ":uuid" so that /users/me is not a user id: PATCH /users/me is a 405, not a 422.
 @router.patch(
-    "/{user_id}",
+    "/{user_id:uuid}",
     response_model=UserRead,
     responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -125,9 +126,20 @@ async def test_patch_body_must_be_an_object(client: httpx.AsyncClient, new_user:
         assert response.status_code == 422, content
 
 
-async def test_unknown_routes_and_methods(client: httpx.AsyncClient) -> None:
+async def test_unknown_routes_and_methods(client: httpx.AsyncClient, new_user: NewUser) -> None:
     assert_problem(await client.get("/api/v1/nothing-here"), 404)
-    assert_problem(await client.put("/api/v1/tasks"), 405)
+    # Allow lists every method of the path, whichever route serves each.
+    put = await client.put("/api/v1/tasks")
+    assert_problem(put, 405)
+    assert put.headers["allow"] == "GET, POST"
+    task = await client.options(f"{TASKS}/{uuid.uuid4()}")
+    assert_problem(task, 405)
+    assert task.headers["allow"] == "DELETE, GET, PATCH"
+    # "me" is no user id: the path has no PATCH (not a 422 for a malformed id).
+    alice = await new_user()
+    me = await client.patch("/api/v1/users/me", json={}, headers=alice.headers)
+    assert_problem(me, 405)
+    assert me.headers["allow"] == "GET"
 
 
 async def test_malformed_authorization(client: httpx.AsyncClient) -> None:

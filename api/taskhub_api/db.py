@@ -113,10 +113,22 @@ _SQLALCHEMY_UNAVAILABLE: tuple[type[BaseException], ...] = (
     sa_exc.InterfaceError,
 )
 # The driver's connection errors, without the builtin OSError and TimeoutError: outside
-# raw_connection's block those may come from anything, and a bug is not a 503.
+# raw_connection's block those may come from anything (a bug is not a 503), and count
+# only when the driver raised them.
 _DRIVER_CONNECTION_ERRORS: tuple[type[BaseException], ...] = tuple(
     error for error in CONNECTION_ERRORS if error not in (OSError, TimeoutError)
 )
+
+
+def _raised_in_driver(exc: BaseException) -> bool:
+    # A statement on a driver connection (command_timeout, a reset socket) raises the
+    # builtin errors from inside asyncpg: its frames are in the traceback.
+    tb = exc.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith("asyncpg."):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _connection_lost(exc: BaseException) -> bool:
@@ -137,7 +149,7 @@ def is_unavailable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, sa_exc.DBAPIError):  # a lost connection, or a bug
         return exc.connection_invalidated or _connection_lost(exc)
-    return False
+    return isinstance(exc, OSError | TimeoutError) and _raised_in_driver(exc)
 
 
 @contextmanager

@@ -350,7 +350,9 @@ class ReadEngine:
         try:
             async with asyncio.timeout(self.timeout), raw_connection(self.engine) as conn:
                 return await query(conn)
-        except _RETRYABLE_READ_ERRORS:
+        except _RETRYABLE_READ_ERRORS as exc:
+            if isinstance(exc.__cause__, sa_exc.TimeoutError):
+                raise  # this pool is exhausted: a fast 503, not a read moved elsewhere
             self.monitor.nudge()
         _READS_BY["fallback"].inc()
         return await self._read(self.fallback, query)

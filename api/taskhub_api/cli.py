@@ -193,6 +193,7 @@ def serve_api(host: str, port: int, workers: int, reload: bool, metrics_port: in
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     import uvicorn
 
+    from taskhub_api.kit.server import ProblemHttpToolsProtocol
     from taskhub_api.observability import configure_logging, serve_metrics
 
     settings = get_settings()
@@ -215,6 +216,7 @@ def serve_api(host: str, port: int, workers: int, reload: bool, metrics_port: in
         proxy_headers=bool(trusted),
         forwarded_allow_ips=",".join(trusted) or None,
         server_header=False,
+        http=ProblemHttpToolsProtocol,  # unparsable requests get problem+json too
         # A new worker (--workers N) re-imports this module before it can answer the
         # supervisor's first ping: several seconds on a busy node, where uvicorn's 5 s
         # had it kill and replace every new worker, over and over.

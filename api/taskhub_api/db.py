@@ -10,8 +10,8 @@ replica or the primary, chosen per read from the WAL position the caller must se
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -47,6 +47,15 @@ _READS_BY = {
     target: DB_READS.labels(target) for target in ("primary", "replica", "fallback", "retry")
 }
 
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database cannot be reached (answered 503 with Retry-After). Raised where the
+    driver or the pool fails, with the original error as ``__cause__``."""
+
+    def __init__(self, detail: str = "The database is unavailable; retry shortly.") -> None:
+        super().__init__(detail, retry_after=1)
+
+
 # The connection (not the statement) failed: the connection is discarded, and a read
 # may be retried on the other endpoint.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -73,15 +82,18 @@ _DEAD_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InternalClientError,
     ConnectionError,
 )
-# A read may also be retried elsewhere after these (connect failures arrive wrapped by
-# SQLAlchemy; a standby cancels queries that conflict with replay).
+# A read may also be retried elsewhere after these (raw_connection raises
+# DatabaseUnavailable; a timeout bounding the attempt arrives as TimeoutError; a standby
+# cancels queries that conflict with replay).
 _RETRYABLE_READ_ERRORS: tuple[type[BaseException], ...] = (
     *CONNECTION_ERRORS,
+    DatabaseUnavailable,
     sa_exc.DBAPIError,
     asyncpg.exceptions.SerializationError,
 )
 _COMMIT_LSN_ERRORS: tuple[type[BaseException], ...] = (
     *CONNECTION_ERRORS,
+    DatabaseUnavailable,
     sa_exc.DBAPIError,
     sa_exc.TimeoutError,
 )
@@ -93,9 +105,65 @@ COMMIT_LSN_SQL = "SELECT pg_current_wal_insert_lsn()::text"
 CACHE_SCOPES = "cache_scopes"
 
 
-class DatabaseUnavailable(ServiceUnavailable):
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, retry_after=1)
+# SQLAlchemy's own words for an unreachable database: a pool timeout, and the DBAPI
+# error classes its asyncpg adapter gives a refused, lost or closed connection.
+_SQLALCHEMY_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    sa_exc.TimeoutError,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+)
+# The driver's connection errors, without the builtin OSError and TimeoutError: outside
+# raw_connection's block those may come from anything (a bug is not a 503), and count
+# only when the driver raised them.
+_DRIVER_CONNECTION_ERRORS: tuple[type[BaseException], ...] = tuple(
+    error for error in CONNECTION_ERRORS if error not in (OSError, TimeoutError)
+)
+
+
+def _raised_in_driver(exc: BaseException) -> bool:
+    # A statement on a driver connection (command_timeout, a reset socket) raises the
+    # builtin errors from inside asyncpg: its frames are in the traceback.
+    tb = exc.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith("asyncpg."):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    seen: BaseException | None = exc.__cause__
+    for _ in range(5):  # SQLAlchemy wraps the driver's error a few levels deep
+        if seen is None:
+            return False
+        if isinstance(seen, CONNECTION_ERRORS):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc``, met around a session or a driver connection, means the database
+    cannot be reached: the one place that reads the driver's and SQLAlchemy's errors."""
+    if isinstance(exc, (DatabaseUnavailable, *_SQLALCHEMY_UNAVAILABLE, *_DRIVER_CONNECTION_ERRORS)):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):  # a lost connection, or a bug
+        return exc.connection_invalidated or _connection_lost(exc)
+    return isinstance(exc, OSError | TimeoutError) and _raised_in_driver(exc)
+
+
+@contextmanager
+def database_boundary() -> Iterator[None]:
+    """Raises ``DatabaseUnavailable`` (from the original) for an error of the block that
+    means the database cannot be reached; anything else passes unchanged."""
+    try:
+        yield
+    except DatabaseUnavailable:
+        raise
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        raise DatabaseUnavailable() from exc
 
 
 class WriteSession(AsyncSession):
@@ -282,7 +350,9 @@ class ReadEngine:
         try:
             async with asyncio.timeout(self.timeout), raw_connection(self.engine) as conn:
                 return await query(conn)
-        except _RETRYABLE_READ_ERRORS:
+        except _RETRYABLE_READ_ERRORS as exc:
+            if isinstance(exc.__cause__, sa_exc.TimeoutError):
+                raise  # this pool is exhausted: a fast 503, not a read moved elsewhere
             self.monitor.nudge()
         _READS_BY["fallback"].inc()
         return await self._read(self.fallback, query)
@@ -294,7 +364,9 @@ class ReadEngine:
         try:
             async with raw_connection(engine) as conn:
                 return await query(conn)
-        except _DEAD_CONNECTION_ERRORS:
+        except DatabaseUnavailable as exc:
+            if not isinstance(exc.__cause__, _DEAD_CONNECTION_ERRORS):
+                raise
             # Its pooled connection died unnoticed (discarded by raw_connection): once
             # more on another; the pool replaces those it knows are closed.
             self.monitor.nudge()
@@ -381,17 +453,20 @@ async def raw_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connectio
     SQLAlchemy's greenlet bridge; the connection itself is used directly. A pooled
     connection its server closed while it sat idle is replaced before use.
     """
-    pooled = await greenlet_spawn(engine.sync_engine.raw_connection)
-    driver = cast("asyncpg.Connection", pooled.driver_connection)  # checked out: connected
-    if driver.is_closed():
-        pooled, driver = await _replace_closed(engine, pooled)
+    with database_boundary():  # a pool timeout, a refused connection
+        pooled = await greenlet_spawn(engine.sync_engine.raw_connection)
+        driver = cast("asyncpg.Connection", pooled.driver_connection)  # checked out: connected
+        if driver.is_closed():
+            pooled, driver = await _replace_closed(engine, pooled)
     try:
         yield driver
-    except _ABANDON_CONNECTION:
+    except _ABANDON_CONNECTION as exc:
         # Also when cancelled (a timeout): the connection's state is unknown.
         # Terminate first: SQLAlchemy would try a graceful close for two seconds.
         driver.terminate()
         await greenlet_spawn(pooled.invalidate)
+        if isinstance(exc, CONNECTION_ERRORS):  # only the driver ran in the block
+            raise DatabaseUnavailable() from exc
         raise
     finally:
         await greenlet_spawn(pooled.close)

@@ -8,7 +8,14 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from taskhub_api.cache import Cache
-from taskhub_api.db import CACHE_SCOPES, Database, Reads, ReadSession, WriteSession
+from taskhub_api.db import (
+    CACHE_SCOPES,
+    Database,
+    Reads,
+    ReadSession,
+    WriteSession,
+    database_boundary,
+)
 from taskhub_api.kit import lsn
 from taskhub_api.kit.response_headers import add_response_headers
 from taskhub_api.settings import Settings
@@ -52,8 +59,9 @@ async def get_write_session(request: Request) -> AsyncIterator[WriteSession]:
     # before the response is sent, so a client never sees an uncommitted write.
     db: Database = request.app.state.db
     db.ensure_writable()
-    async with db.transaction() as session:
-        yield session
+    with database_boundary():  # a lost connection, a failed commit: 503
+        async with db.transaction() as session:
+            yield session
     # Committed. The token lets the client's next reads include this write; cache
     # entries the write made stale are retired by raising their scopes' watermarks.
     position = await db.commit_lsn()
@@ -67,8 +75,9 @@ async def get_write_session(request: Request) -> AsyncIterator[WriteSession]:
 
 async def get_read_session(reads: ReadsDep) -> AsyncIterator[ReadSession]:
     target = reads.engine()
-    async with reads.db.read_sessions(bind=target.engine) as session:
-        yield session
+    with database_boundary():
+        async with reads.db.read_sessions(bind=target.engine) as session:
+            yield session
 
 
 WriteSessionDep = Annotated[WriteSession, Depends(get_write_session, scope="function")]

@@ -1,26 +1,21 @@
-"""The FastAPI application: assembly only (routers, middleware, error rendering)."""
+"""The FastAPI application: assembly only (routers, middleware, error handlers)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from http import HTTPStatus
-from typing import Any
+from functools import partial
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
-from sqlalchemy import exc as sa_exc
-from starlette.exceptions import HTTPException
+from fastapi import FastAPI
 
 from taskhub_api import tracing
 from taskhub_api.auth.router import router as auth_router
 from taskhub_api.cache import Cache
-from taskhub_api.db import CONNECTION_ERRORS, Database
-from taskhub_api.errors import AppError
+from taskhub_api.db import Database, DatabaseUnavailable
+from taskhub_api.errors.rendering import install_handlers, openapi_with_problems
 from taskhub_api.health.router import ready
 from taskhub_api.health.router import router as health_router
+from taskhub_api.health.schemas import Readiness
 from taskhub_api.identity.verifier import TokenVerifier
 from taskhub_api.kit import heap
 from taskhub_api.kit.body_limit import BodyLimitMiddleware
@@ -37,118 +32,6 @@ from taskhub_api.tasks.history_router import router as events_router
 from taskhub_api.tasks.router import router as tasks_router
 from taskhub_api.users.router import router as users_router
 from taskhub_api.webhooks.router import router as webhooks_router
-
-log = logging.getLogger("taskhub")
-PROBLEM = "application/problem+json"
-# RFC 9110 names where Python's table still has the older ones.
-_TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
-
-
-def problem(
-    status: int,
-    detail: str,
-    *,
-    title: str | None = None,
-    errors: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
-    instance: str | None = None,
-) -> JSONBytes:
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title or _TITLES.get(status) or HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-    }
-    if instance:
-        body["instance"] = instance
-    if errors:
-        body["errors"] = errors
-    response = JSONBytes(body, status_code=status, headers=headers)
-    response.headers["content-type"] = PROBLEM
-    return response
-
-
-def _field(loc: tuple[int | str, ...]) -> str:
-    # ("body", "labels", 3) -> "labels[3]"; ("query", "limit") -> "limit";
-    # ("header", "if-match") -> "If-Match"
-    source, *path = loc or ("body",)
-    if source == "header" and path:
-        return "-".join(part.capitalize() for part in str(path[0]).split("-"))
-    name = ""
-    for part in path:
-        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
-    return name or "body"
-
-
-async def _app_error(request: Request, exc: AppError) -> Response:
-    return problem(
-        exc.status_code,
-        exc.detail,
-        title=exc.title,
-        errors=exc.errors,
-        headers=exc.headers,
-        instance=request.url.path,
-    )
-
-
-async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-    errors = []
-    for e in exc.errors():
-        if e["type"] == "json_invalid":  # loc holds the character position, not a field
-            position = e["loc"][-1]
-            errors.append(
-                {
-                    "field": "body",
-                    "message": f"is not valid JSON (at character {position})",
-                    "type": e["type"],
-                }
-            )
-        else:
-            errors.append(
-                {"field": _field(tuple(e["loc"])), "message": e["msg"], "type": e["type"]}
-            )
-    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-    return problem(
-        422, detail or "The request is invalid.", errors=errors, instance=request.url.path
-    )
-
-
-async def _http_error(request: Request, exc: HTTPException) -> Response:
-    return problem(
-        exc.status_code, str(exc.detail), headers=dict(exc.headers or {}), instance=request.url.path
-    )
-
-
-async def _database_unavailable(request: Request, exc: Exception) -> Response:
-    # Expected when the database is down or the pool is exhausted: fail fast with 503,
-    # and have the monitor look now rather than at its next tick.
-    log.warning("database unavailable: %s", type(exc).__name__, exc_info=exc)
-    request.app.state.db.monitor.nudge()
-    return problem(
-        503,
-        "The database is unavailable; retry shortly.",
-        headers={"Retry-After": "1"},
-        instance=request.url.path,
-    )
-
-
-def _connection_lost(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    for _ in range(5):  # SQLAlchemy wraps the driver's error a few levels deep
-        if seen is None:
-            return False
-        if isinstance(seen, CONNECTION_ERRORS):
-            return True
-        seen = seen.__cause__
-    return False
-
-
-async def _database_error(request: Request, exc: sa_exc.DBAPIError) -> Response:
-    # A generic DBAPIError is a lost connection (PgBouncer dropped it) or a bug.
-    if exc.connection_invalidated or _connection_lost(exc):
-        return await _database_unavailable(request, exc)
-    log.error("database error", exc_info=exc)
-    return problem(500, "An unexpected error occurred.", instance=request.url.path)
 
 
 @asynccontextmanager
@@ -187,18 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
-    app.add_exception_handler(AppError, _app_error)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(sa_exc.DBAPIError, _database_error)  # type: ignore[arg-type]
-    for unavailable in (
-        sa_exc.TimeoutError,
-        sa_exc.OperationalError,
-        sa_exc.InterfaceError,
-        *CONNECTION_ERRORS,
-        ConnectionError,
-    ):
-        app.add_exception_handler(unavailable, _database_unavailable)
+    install_handlers(app, DatabaseUnavailable)
+    app.openapi = partial(openapi_with_problems, app)  # type: ignore[method-assign]
 
     # The hot routes first: routing tries routes in order.
     add_routers(
@@ -211,7 +84,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health_router,
     )
     app.add_api_route(
-        "/health", ready, methods=["GET"], tags=["health"], summary="Alias of /health/ready"
+        "/health",
+        ready,
+        methods=["GET"],
+        tags=["health"],
+        summary="Alias of /health/ready",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Not ready: `checks` says why"}},
     )
     # No /metrics here: the public port must not show it. `taskhub api` serves the
     # metrics on a port of its own (observability.serve_metrics).

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
+from taskhub_api.main import create_app
 from taskhub_api.observability import _new_request_id
+from taskhub_api.settings import Settings
 from tests.api.conftest import NewUser, create_task
 
 TASKS = "/api/v1/tasks"
@@ -41,6 +44,7 @@ def assert_problem(response: httpx.Response, status: int, field: str | None = No
         (b'{"title": 5}', "title"),
         (b'{"title": "x", "labels": "ops"}', "labels"),
         (b'{"title": "x", "due_at": "tomorrow"}', "due_at"),
+        (b'{"title": "x", "due_at": 1700000000}', "due_at"),
         (b'{"title": "x", "due_at": "0001-01-01T00:30:00+01:00"}', "due_at"),
         (b'{"title": "x", "assignee_id": "not-a-uuid"}', "assignee_id"),
         (b"\xff\xfe", "body"),
@@ -67,6 +71,7 @@ async def test_malformed_create_bodies(
         ({"assignee_id": "123"}, "assignee_id"),
         ({"due_before": "2027-01-01"}, "due_before"),
         ({"due_after": "2027-01-01T00:00:00"}, "due_after"),
+        ({"due_before": "0.5"}, "due_before"),  # not Unix time: RFC 3339 only
         ({"q": ""}, "q"),
         ({"q": "a\x00b"}, "q"),
         ({"q": "a\x1bb"}, "q"),
@@ -121,9 +126,20 @@ async def test_patch_body_must_be_an_object(client: httpx.AsyncClient, new_user:
         assert response.status_code == 422, content
 
 
-async def test_unknown_routes_and_methods(client: httpx.AsyncClient) -> None:
+async def test_unknown_routes_and_methods(client: httpx.AsyncClient, new_user: NewUser) -> None:
     assert_problem(await client.get("/api/v1/nothing-here"), 404)
-    assert_problem(await client.put("/api/v1/tasks"), 405)
+    # Allow lists every method of the path, whichever route serves each.
+    put = await client.put("/api/v1/tasks")
+    assert_problem(put, 405)
+    assert put.headers["allow"] == "GET, POST"
+    task = await client.options(f"{TASKS}/{uuid.uuid4()}")
+    assert_problem(task, 405)
+    assert task.headers["allow"] == "DELETE, GET, PATCH"
+    # "me" is no user id: the path has no PATCH (not a 422 for a malformed id).
+    alice = await new_user()
+    me = await client.patch("/api/v1/users/me", json={}, headers=alice.headers)
+    assert_problem(me, 405)
+    assert me.headers["allow"] == "GET"
 
 
 async def test_malformed_authorization(client: httpx.AsyncClient) -> None:
@@ -182,3 +198,49 @@ class TestOperationalEndpoints:
         assert 'route="/api/v1/tasks/{task_id}",status="200"' in text
         assert task["id"] not in text
         assert "taskhub_http_request_duration_seconds_bucket" in text
+
+
+class TestUnparsableBodies:
+    """FastAPI cannot even parse these: 400, with the body named in ``errors[]``."""
+
+    @pytest.mark.parametrize(
+        ("content", "message"),
+        [
+            (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+            (b'{"title": "caf\xe9"}', "not valid UTF-8"),
+            (b'{"title": "x", "priority": ' + b"9" * 5000 + b"}", "cannot be parsed"),
+        ],
+        ids=["deep", "latin-1", "long-number"],
+    )
+    async def test_400_with_errors(
+        self, client: httpx.AsyncClient, new_user: NewUser, content: bytes, message: str
+    ) -> None:
+        alice = await new_user()
+        response = await client.post(
+            TASKS, content=content, headers={**alice.headers, "Content-Type": "application/json"}
+        )
+        assert_problem(response, 400, "body")
+        assert message in response.json()["errors"][0]["message"]
+
+
+async def test_token_form_errors_are_listed_once(client: httpx.AsyncClient) -> None:
+    response = await client.post("/api/v1/auth/token", data={})
+    assert_problem(response, 422, "password")
+    fields = [e["field"] for e in response.json()["errors"]]
+    assert sorted(fields) == ["password", "username"], fields
+
+
+class TestUnexpectedErrors:
+    async def test_an_unrelated_os_error_is_a_500_problem(self, settings: Settings) -> None:
+        # Not the database: a bug must not read as "retry shortly" (503).
+        app = create_app(settings)
+
+        async def broken() -> None:
+            raise ConnectionResetError("some other socket")
+
+        app.add_api_route("/broken", broken)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            response = await c.get("/broken")
+        assert_problem(response, 500)
+        assert "retry-after" not in response.headers

@@ -6,6 +6,7 @@ from taskhub_api.auth.deps import LoginForm
 from taskhub_api.auth.schemas import RefreshRequest, TokenPair
 from taskhub_api.auth.service import auth_service
 from taskhub_api.deps import SettingsDep, WriteSessionDep
+from taskhub_api.errors.rendering import problem_responses
 from taskhub_api.kit.routing import planned_router
 from taskhub_api.ratelimit.deps import (
     LogoutRateLimit,
@@ -18,14 +19,23 @@ from taskhub_api.users.schemas import UserCreate, UserRead
 router = planned_router("/api/v1/auth", "auth")
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserRead)
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserRead,
+    responses=problem_responses(400, 409, 413, 422, 429, 503),
+)
 async def register(_: RegisterRateLimit, data: UserCreate, session: WriteSessionDep) -> UserRead:
     """Create an account with the `user` role."""
     user = await auth_service.register(session, data)
     return UserRead.model_validate(user)
 
 
-@router.post("/token", response_model=TokenPair)
+@router.post(
+    "/token",
+    response_model=TokenPair,
+    responses=problem_responses(400, 401, 413, 422, 429, 503),
+)
 async def token(
     _: TokenAddressRateLimit,
     form: LoginForm,
@@ -36,7 +46,11 @@ async def token(
     return await auth_service.login(session, settings.auth, form.username, form.password)
 
 
-@router.post("/refresh", response_model=TokenPair)
+@router.post(
+    "/refresh",
+    response_model=TokenPair,
+    responses=problem_responses(400, 401, 413, 422, 429, 503),
+)
 async def refresh(
     _: RefreshRateLimit, data: RefreshRequest, session: WriteSessionDep, settings: SettingsDep
 ) -> TokenPair:
@@ -44,7 +58,11 @@ async def refresh(
     return await auth_service.refresh(session, settings.auth, data.refresh_token)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(400, 401, 413, 422, 429, 503),
+)
 async def logout(_: LogoutRateLimit, data: RefreshRequest, session: WriteSessionDep) -> Response:
     """Revoke the refresh token's family (every token of that login), and with it the
     access tokens issued to it."""

@@ -6,6 +6,7 @@ from fastapi import Request
 from sqlalchemy import text
 
 from taskhub_api.deps import DatabaseDep
+from taskhub_api.health.schemas import Liveness, Readiness
 from taskhub_api.kit.responses import JSONBytes
 from taskhub_api.kit.routing import planned_router
 from taskhub_api.redisstore import RedisStore
@@ -13,7 +14,7 @@ from taskhub_api.redisstore import RedisStore
 router = planned_router("/health", "health")
 
 
-@router.get("/live")
+@router.get("/live", response_model=Liveness)
 async def live() -> JSONBytes:
     """The process is up (no dependency is checked)."""
     return JSONBytes({"status": "ok"})
@@ -35,7 +36,11 @@ def _degraded(request: Request, db: DatabaseDep) -> dict[str, str]:
     return {"replica": replica, "redis": redis}
 
 
-@router.get("/ready")
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready: `checks` says why"}},
+)
 async def ready(request: Request, db: DatabaseDep) -> JSONBytes:
     """The primary answers, the connection pools are warm and the schema is at the
     revision this code needs."""

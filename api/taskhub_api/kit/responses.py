@@ -2,15 +2,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse
 
 from taskhub_api.kit.jsonenc import dumps
 
 
-class JSONBytes(Response):
-    """A response whose body was serialised already, or is serialised here (orjson)."""
+class JSONBytes(JSONResponse):
+    """A response whose body was serialised already, or is serialised here (orjson).
 
-    media_type = "application/json"
+    A ``JSONResponse``, so that FastAPI's OpenAPI document describes the route's body by
+    its ``response_model`` whatever encoded the bytes."""
 
     def render(self, content: Any) -> bytes:
         return content if isinstance(content, bytes) else dumps(content)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, GetCoreSchemaHandler
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, GetCoreSchemaHandler
 from pydantic_core import core_schema
 
 
@@ -21,6 +22,22 @@ def _storable(value: str) -> str:
         raise ValueError("must be valid Unicode (no lone surrogates)") from exc
     return value
 
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _rfc3339(value: Any) -> Any:
+    # pydantic would also read a number (or a string of one) as Unix time: the
+    # documented format is an RFC 3339 string, and nothing else is one.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _NUMBER.fullmatch(value.strip()):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2027-01-01T09:00:00Z")
+    return value
+
+
+# Before a datetime type in an Annotated chain: the type then reads only strings.
+RFC3339 = BeforeValidator(_rfc3339)
 
 # Goes last in an Annotated chain: pydantic applies length constraints placed after a
 # validator to the unstripped input.

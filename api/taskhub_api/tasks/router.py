@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Header, Query, Response, status
 
 from taskhub_api.deps import ReadsDep, SettingsDep, WriteSessionDep
+from taskhub_api.errors.rendering import problem_responses
 from taskhub_api.identity.deps import AdminPrincipal, CurrentPrincipal, WriterPrincipal
 from taskhub_api.kit.etag import etag, if_none_match_hit
 from taskhub_api.kit.responses import JSONBytes
@@ -35,7 +36,7 @@ def _task_response(task: dict[str, object], status_code: int = 200) -> JSONBytes
     return JSONBytes(task, status_code=status_code, headers={"ETag": etag(int(task["version"]))})  # type: ignore[call-overload]
 
 
-@router.get("", response_model=TaskPage)
+@router.get("", response_model=TaskPage, responses=problem_responses(400, 401, 422, 429, 503))
 async def list_tasks(
     principal: CurrentPrincipal,
     reads: ReadsDep,
@@ -64,7 +65,12 @@ async def list_tasks(
     return JSONBytes(page)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskRead)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TaskRead,
+    responses=problem_responses(400, 401, 403, 409, 413, 422, 429, 503),
+)
 async def create_task(
     data: TaskCreate,
     principal: WriterPrincipal,
@@ -89,7 +95,10 @@ async def create_task(
 @router.get(
     "/{task_id}",
     response_model=TaskRead,
-    responses={304: {"description": "Not modified (If-None-Match)"}},
+    responses={
+        304: {"description": "Not modified (If-None-Match)"},
+        **problem_responses(400, 401, 404, 422, 429, 503),
+    },
 )
 async def get_task(
     task_id: uuid.UUID,
@@ -107,6 +116,7 @@ async def get_task(
 @router.patch(
     "/{task_id}",
     response_model=TaskRead,
+    responses=problem_responses(400, 401, 403, 404, 409, 412, 413, 422, 429, 503),
     openapi_extra={
         "requestBody": {
             "content": {
@@ -128,7 +138,11 @@ async def update_task(
     return _task_response(await task_service.update(session, principal, task_id, patch, if_match))
 
 
-@router.delete("/{task_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{task_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(400, 401, 403, 404, 412, 422, 429, 503),
+)
 async def delete_task(
     task_id: uuid.UUID,
     principal: WriterPrincipal,
@@ -140,7 +154,11 @@ async def delete_task(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{task_id}/restore", response_model=TaskRead)
+@router.post(
+    "/{task_id}/restore",
+    response_model=TaskRead,
+    responses=problem_responses(401, 403, 404, 409, 422, 429, 503),
+)
 async def restore_task(
     task_id: uuid.UUID, admin: AdminPrincipal, session: WriteSessionDep
 ) -> JSONBytes:

@@ -14,7 +14,7 @@ from pydantic import (
     field_validator,
 )
 
-from taskhub_api.kit.schemas import InputText, PageMeta, Schema
+from taskhub_api.kit.schemas import RFC3339, InputText, PageMeta, Schema
 from taskhub_api.tasks.models import TaskPriority, TaskStatus
 
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -35,7 +35,7 @@ def _dedupe(labels: list[str]) -> list[str]:
     return list(dict.fromkeys(labels))
 
 
-Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range)]
+Timestamp = Annotated[AwareDatetime, RFC3339, AfterValidator(_in_range)]
 # Input only (see InputText): titles and labels are single lines, descriptions keep
 # tabs and line breaks; none takes control or bidirectional override characters.
 Title = Annotated[

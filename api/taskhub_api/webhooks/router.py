@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import Query, Response, status
+from fastapi import Response, status
 
 from taskhub_api.deps import ReadSessionDep, SettingsDep, WriteSessionDep
+from taskhub_api.errors.rendering import problem_responses
 from taskhub_api.identity.deps import CurrentPrincipal, WriterPrincipal
+from taskhub_api.kit.params import Cursor, Limit
 from taskhub_api.kit.routing import planned_router
 from taskhub_api.webhooks.keyring import KeyRing
 from taskhub_api.webhooks.schemas import (
@@ -20,11 +21,14 @@ from taskhub_api.webhooks.schemas import (
 from taskhub_api.webhooks.service import webhook_service
 
 router = planned_router("/api/v1/webhooks", "webhooks")
-Limit = Annotated[int, Query(ge=1, le=100)]
-Cursor = Annotated[str | None, Query(max_length=1024)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=WebhookCreated)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=WebhookCreated,
+    responses=problem_responses(400, 401, 403, 413, 422, 429, 503),
+)
 async def create_webhook(
     data: WebhookCreate, principal: WriterPrincipal, session: WriteSessionDep, settings: SettingsDep
 ) -> WebhookCreated:
@@ -39,7 +43,7 @@ async def create_webhook(
     return WebhookCreated.model_validate(hook)
 
 
-@router.get("", response_model=WebhookPage)
+@router.get("", response_model=WebhookPage, responses=problem_responses(400, 401, 422, 429, 503))
 async def list_webhooks(
     principal: CurrentPrincipal,
     session: ReadSessionDep,
@@ -54,7 +58,11 @@ async def list_webhooks(
     return WebhookPage(items=[WebhookRead.model_validate(r) for r in rows], meta=meta)
 
 
-@router.get("/{webhook_id}", response_model=WebhookRead)
+@router.get(
+    "/{webhook_id}",
+    response_model=WebhookRead,
+    responses=problem_responses(401, 404, 422, 429, 503),
+)
 async def get_webhook(
     webhook_id: uuid.UUID, principal: CurrentPrincipal, session: ReadSessionDep
 ) -> WebhookRead:
@@ -62,7 +70,11 @@ async def get_webhook(
     return WebhookRead.model_validate(await webhook_service.get(session, principal, webhook_id))
 
 
-@router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{webhook_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 403, 404, 422, 429, 503),
+)
 async def delete_webhook(
     webhook_id: uuid.UUID, principal: WriterPrincipal, session: WriteSessionDep
 ) -> Response:
@@ -71,7 +83,11 @@ async def delete_webhook(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{webhook_id}/deliveries", response_model=DeliveryPage)
+@router.get(
+    "/{webhook_id}/deliveries",
+    response_model=DeliveryPage,
+    responses=problem_responses(400, 401, 404, 422, 429, 503),
+)
 async def list_deliveries(
     webhook_id: uuid.UUID,
     principal: CurrentPrincipal,
@@ -91,6 +107,7 @@ async def list_deliveries(
     "/{webhook_id}/deliveries/{delivery_id}/redeliver",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DeliveryRead,
+    responses=problem_responses(401, 403, 404, 422, 429, 503),
 )
 async def redeliver(
     webhook_id: uuid.UUID,

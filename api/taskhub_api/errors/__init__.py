@@ -1,8 +1,12 @@
-"""One error family, rendered as RFC 9457 problem+json by one handler."""
+"""One error family, rendered as RFC 9457 problem+json by one handler
+(``errors.rendering``, which alone of this package knows the web framework: services
+and jobs raise these errors without importing it)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from pydantic import BaseModel
 
 
 class AppError(Exception):
@@ -81,3 +85,22 @@ def field_error(field: str, message: str) -> dict[str, str]:
 class TooManyRequests(AppError):
     status_code = 429
     title = "Too Many Requests"
+
+
+class FieldError(BaseModel):
+    """What is wrong with one field of the request."""
+
+    field: str  # "labels[3]", "limit", "If-Match", or "body" for the body as a whole
+    message: str
+    type: str | None = None
+
+
+class Problem(BaseModel):
+    """An error response (RFC 9457 ``application/problem+json``)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldError] | None = None

@@ -21,10 +21,18 @@ from pydantic import BaseModel
 from taskhub_api.kit import routing
 from taskhub_api.kit.routing import PlannedRoute, plan
 from tests.api.conftest import Actor, NewUser, create_task
+from tests.api.fastpaths import fast_paths
 
 HOT_ROUTES = {("GET", "/api/v1/tasks"), ("GET", "/api/v1/tasks/{task_id}")}
 # Differ between any two responses: when, which request, how much rate is left.
 VOLATILE_HEADERS = {"date", "x-request-id", "ratelimit-remaining", "ratelimit-reset"}
+
+
+@pytest.fixture(autouse=True)
+def planned_routes_on() -> Iterator[None]:
+    """The app of each test plans its routes, whatever the run's setting."""
+    with fast_paths(planned_routes=True):
+        yield
 
 
 def _planned_routes(app: FastAPI) -> list[PlannedRoute]:

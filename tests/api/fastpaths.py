@@ -24,12 +24,13 @@ def decide_again() -> None:
 @contextmanager
 def fast_paths(**values: bool) -> Iterator[None]:
     """The named fast paths on or off (``greenlets=True``) while the block runs."""
+    assert set(values) <= set(internals.FAST_PATHS)
+    current = get_settings().fast_paths
     with pytest.MonkeyPatch.context() as env:
-        if any(values.values()):
-            env.setenv("TASKHUB_FAST_PATHS__ENABLED", "true")
-        for name, value in values.items():
-            assert name in internals.FAST_PATHS
-            env.setenv(f"TASKHUB_FAST_PATHS__{name.upper()}", str(value).lower())
+        env.setenv("TASKHUB_FAST_PATHS__ENABLED", "true")
+        for name in internals.FAST_PATHS:  # the others as they were
+            on = values.get(name, current.enabled and getattr(current, name))
+            env.setenv(f"TASKHUB_FAST_PATHS__{name.upper()}", str(on).lower())
         decide_again()
         try:
             yield

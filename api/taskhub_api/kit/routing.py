@@ -418,6 +418,6 @@ def describe(app: FastAPI) -> list[tuple[str, str, str, str | None]]:
     for route in app.routes:
         if not isinstance(route, APIRoute):
             continue
-        why = route.not_planned if isinstance(route, PlannedRoute) else "not a PlannedRoute"
+        why = route.not_planned if isinstance(route, PlannedRoute) else "declared on the app itself"
         described.append((",".join(sorted(route.methods or ())), route.path, route.name, why))
     return described

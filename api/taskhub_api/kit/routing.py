@@ -219,14 +219,9 @@ def _json_body(dependant: Dependant) -> ModelField | None:
 
 def plan(dependant: Dependant) -> _Plan | None:
     """The plan of an endpoint's ``dependant``, or None when it declares something not
-    planned here (:func:`why_not_planned` says what)."""
+    planned here (``PlannedRoute.not_planned`` says what)."""
     planned = _plan(dependant, None)
     return planned if isinstance(planned, _Plan) else None
-
-
-def why_not_planned(dependant: Dependant) -> str | None:
-    planned = _plan(dependant, None)
-    return planned if isinstance(planned, str) else None
 
 
 def _plan(dependant: Dependant, seen: set[Any] | None) -> _Plan | str:

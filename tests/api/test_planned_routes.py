@@ -34,9 +34,11 @@ VOLATILE_HEADERS = {"date", "x-request-id", "ratelimit-remaining", "ratelimit-re
 @pytest.fixture(scope="module")
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     """An app of this module's own that plans its routes, whatever the run's setting
-    (``make test-compat`` turns planned routes off for the session's app)."""
+    (``make test-compat`` turns planned routes off for the session's app); a small
+    pool, as the session's app holds its own meanwhile."""
+    small = settings.db.model_copy(update={"pool_size": 4})
     with fast_paths(planned_routes=True):
-        application = create_app(settings)
+        application = create_app(settings.model_copy(update={"db": small}))
     async with LifespanManager(application):
         yield application
 

@@ -97,8 +97,9 @@ def enabled(name: str) -> bool:
     installed = path.installed
     if installed != path.written_for:
         log.warning(
-            "fast path %s off: written for %s %s, %s is installed (using the library's own)",
+            "fast path %s (%s) off: written for %s %s, %s is installed; using the library's own",
             name,
+            path.does,
             path.library,
             path.written_for,
             installed,

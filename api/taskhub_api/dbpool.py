@@ -164,16 +164,23 @@ class MeteredPool(AsyncAdaptedQueuePool):
 
 
 @functools.cache
-def pool_class(name: str) -> type[MeteredPool]:
-    """The pool whose metrics carry ``pool=name``: fair (``FairQueue``) with the
-    ``fair_pool`` fast path on (the queue class is a private name of SQLAlchemy's
-    pool), else SQLAlchemy's own queue."""
+def _live(name: str) -> weakref.WeakSet[MeteredPool]:
+    """The live pools of that name, which its checked-out gauge counts (one set per
+    name, whatever pool classes are made for it)."""
     live: weakref.WeakSet[MeteredPool] = weakref.WeakSet()
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # A worker's pool processes report through files, which a function cannot
         # feed: there the series would be a constant 0, so it is left out.
         POOL_CHECKED_OUT.labels(name).set_function(lambda: sum(p.checkedout() for p in live))
-    attributes: dict[str, Any] = {"_wait_seconds": POOL_WAIT.labels(name), "_live": live}
+    return live
+
+
+@functools.cache
+def pool_class(name: str) -> type[MeteredPool]:
+    """The pool whose metrics carry ``pool=name``: fair (``FairQueue``) with the
+    ``fair_pool`` fast path on (the queue class is a private name of SQLAlchemy's
+    pool), else SQLAlchemy's own queue."""
+    attributes: dict[str, Any] = {"_wait_seconds": POOL_WAIT.labels(name), "_live": _live(name)}
     if internals.enabled("fair_pool"):
         attributes[internals.POOL_QUEUE_CLASS] = FairQueue[ConnectionPoolEntry]
     return type(f"MeteredPool[{name}]", (MeteredPool,), attributes)

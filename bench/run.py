@@ -4,11 +4,17 @@ Seeds ``taskhub_bench`` if needed, starts the API (``taskhub api``) and the refe
 (``bench/reference_app.py``) on two ports with the same settings, pool and signing key,
 checks that both answer the same, then for each scenario warms both up and runs wrk
 against them in turn (A,B then B,A each round, so drift and other load on the machine
-fall on both alike). Prints a markdown table with the ratios and writes it to
-``bench/results/latest.md`` (and the raw numbers to ``latest.json``).
+fall on both alike). The API runs in two modes, one after the other, each measured
+against the same reference server in rounds of its own: ``fast`` (the default
+settings) and ``off`` (every fast path of kit/internals.py off:
+``TASKHUB_FAST_PATHS__ENABLED=false``). One API server at a time: the machine's
+PostgreSQL serves other work too, and each server holds a full pool. Prints a markdown
+table with the ratios and writes it to ``bench/results/latest.md`` (and the raw
+numbers to ``latest.json``).
 
     .venv/bin/python bench/run.py                       # defaults: 15 s runs, 2 rounds
     .venv/bin/python bench/run.py --duration 30 --rounds 3 --scenarios list,get
+    .venv/bin/python bench/run.py --modes fast          # the default mode only
 """
 
 from __future__ import annotations
@@ -45,13 +51,19 @@ from taskhub_api.settings import Settings
 
 SCENARIOS = {"list": 0.8, "get": 0.8, "create": 0.6}  # target ratio API / reference
 P99_TARGET_MS = 100.0
-APP, REF = "api", "reference"
+REF = "reference"
+# The API's modes: the server's name and its settings on top of the run's.
+MODES = {
+    "fast": ("api", {}),
+    "off": ("api-off", {"TASKHUB_FAST_PATHS__ENABLED": "false"}),
+}
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
 class Run:
     scenario: str
+    mode: str  # the API's mode these rounds measured (the reference's too)
     server: str
     round: int
     requests: int
@@ -72,6 +84,7 @@ class Server:
     name: str
     port: int
     command: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # on top of the run's
     process: subprocess.Popen[bytes] | None = None
     log: Path = field(default_factory=Path)
 
@@ -154,7 +167,7 @@ def running(servers: list[Server], env: dict[str, str]) -> Iterator[None]:
                 server.process = subprocess.Popen(
                     server.command,
                     cwd=ROOT,
-                    env=env,
+                    env={**env, **server.env},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
@@ -231,7 +244,16 @@ def run_wrk(
 
 
 async def _sessions() -> int:
-    conn = await asyncpg.connect(DB_DSN)
+    # Retried: the machine's PostgreSQL also serves other work and may be at its
+    # max_connections for a moment.
+    for attempt in range(20):
+        try:
+            conn = await asyncpg.connect(DB_DSN)
+            break
+        except asyncpg.TooManyConnectionsError:
+            if attempt == 19:
+                raise
+            await asyncio.sleep(0.5)
     try:
         count: int = await conn.fetchval(
             "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
@@ -242,7 +264,13 @@ async def _sessions() -> int:
 
 
 def measure(
-    wrk: str, server: Server, scenario: str, n: int, args: argparse.Namespace, fixture: Path
+    wrk: str,
+    server: Server,
+    scenario: str,
+    mode: str,
+    n: int,
+    args: argparse.Namespace,
+    fixture: Path,
 ) -> Run:
     sessions = asyncio.run(_sessions())
     raw = run_wrk(wrk, server, scenario, args, fixture, args.duration)
@@ -255,6 +283,7 @@ def measure(
     errors = {k: raw[k] for k in ("connect", "read", "write", "timeout", "status")}
     run = Run(
         scenario=scenario,
+        mode=mode,
         server=server.name,
         round=n,
         requests=requests,
@@ -270,7 +299,7 @@ def measure(
         load_average=os.getloadavg()[0],
     )
     print(
-        f"  {scenario:<6} {server.name:<9} round {n}: {run.rps:8.1f} req/s  "
+        f"  {scenario:<6} {mode:<4} {server.name:<9} round {n}: {run.rps:8.1f} req/s  "
         f"p50 {run.p50_ms:7.1f} ms  p99 {run.p99_ms:7.1f} ms  "
         f"errors {sum(errors.values())}  cpu {run.cpu_ms_per_request:.2f} ms/req  "
         f"new db connections {opened}  load {run.load_average:.1f}",
@@ -279,9 +308,9 @@ def measure(
     return run
 
 
-def summarise(runs: list[Run], scenario: str) -> dict[str, Any]:
+def summarise(runs: list[Run], scenario: str, mode: str) -> dict[str, Any]:
     def of(server: str) -> dict[str, Any]:
-        mine = [r for r in runs if r.scenario == scenario and r.server == server]
+        mine = [r for r in runs if r.scenario == scenario and r.mode == mode and r.server == server]
         requests = sum(r.requests for r in mine)
         return {
             "rps": requests / sum(r.seconds for r in mine),
@@ -293,7 +322,7 @@ def summarise(runs: list[Run], scenario: str) -> dict[str, Any]:
             "rounds": [r.rps for r in sorted(mine, key=lambda r: r.round)],
         }
 
-    api, ref = of(APP), of(REF)
+    api, ref = of(MODES[mode][0]), of(REF)
     pairs = [a / b for a, b in zip(api["rounds"], ref["rounds"], strict=True) if b]
     ratio = api["rps"] / ref["rps"] if ref["rps"] else 0.0
     missed = []
@@ -305,6 +334,7 @@ def summarise(runs: list[Run], scenario: str) -> dict[str, Any]:
         missed.append("errors")
     return {
         "scenario": scenario,
+        "mode": mode,
         "api": api,
         "reference": ref,
         "ratio": ratio,
@@ -337,27 +367,32 @@ def render(summaries: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"- code under test: `{meta['code']}`",
         f"- command: `{meta['command']}`",
         "",
-        "| scenario | API req/s | reference req/s | ratio (target) | per round | "
+        "| scenario | mode | API req/s | reference req/s | ratio (target) | per round | "
         "API p50 / p99 ms | reference p50 / p99 ms | API errors | reference errors | "
-        "CPU ms/req API / reference | new DB connections API / reference | targets |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        "CPU ms/req API / reference | CPU ratio | new DB connections API / reference "
+        "| targets |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for s in summaries:
         api, ref = s["api"], s["reference"]
         verdict = "met" if not s["missed"] else "**missed**: " + ", ".join(s["missed"])
         per_round = " / ".join(f"{r:.2f}" for r in s["pair_ratios"])
         lines.append(
-            f"| {s['scenario']} | {api['rps']:,.0f} | {ref['rps']:,.0f} | "
+            f"| {s['scenario']} | {s['mode']} | {api['rps']:,.0f} | {ref['rps']:,.0f} | "
             f"**{s['ratio']:.2f}** (>= {s['target']}) | {per_round} | "
             f"{api['p50']:.1f} / {api['p99']:.1f} | {ref['p50']:.1f} / {ref['p99']:.1f} | "
             f"{api['errors']} | {ref['errors']} | {api['cpu']:.2f} / {ref['cpu']:.2f} | "
+            f"{ref['cpu'] / api['cpu'] if api['cpu'] else 0:.2f} | "
             f"{api['db_sessions']} / {ref['db_sessions']} | {verdict} |"
         )
     lines += [
         "",
         "Ratio: API req/s over reference req/s, all rounds; per round: each round's pair. "
         "p50: median of the rounds; p99: the worst round. Errors: socket errors, timeouts "
-        "and responses >= 400. CPU ms/req: CPU time of the server process per request. "
+        "and responses >= 400. CPU ms/req: CPU time of the server process per request; "
+        "CPU ratio: reference over API (the ratio's CPU counterpart, less sensitive to "
+        "other load). Mode: fast, the default settings; off, every fast path off "
+        "(kit/internals.py). "
         "New DB connections: sessions opened to the bench database during the measured "
         f"runs (pool churn). Targets: the ratio, and for the API p99 < {P99_TARGET_MS:.0f} ms "
         "and no errors.",
@@ -374,15 +409,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, choices=(1, 2))
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--modes", default=",".join(MODES), help="the API's modes: fast,off")
     # Default: the API's own pool settings (TASKHUB_DB__* or the code's defaults).
     parser.add_argument("--pool-size", type=int, default=Settings().db.pool_size)
     parser.add_argument("--max-overflow", type=int, default=Settings().db.max_overflow)
     parser.add_argument("--api-port", type=int, default=8101)
     parser.add_argument("--reference-port", type=int, default=8102)
+    parser.add_argument("--api-off-port", type=int, default=8103)
     args = parser.parse_args(argv)
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     if unknown := set(args.scenarios) - set(SCENARIOS):
         parser.error(f"unknown scenarios: {sorted(unknown)}")
+    args.modes = [m for m in args.modes.split(",") if m]
+    if not args.modes or (unknown := set(args.modes) - set(MODES)):
+        parser.error(f"modes: one or more of {sorted(MODES)}")
     return args
 
 
@@ -413,26 +453,39 @@ def main(argv: list[str] | None = None) -> None:
     env = dict(os.environ)
     fixture_file = RESULTS / "fixtures.lua"
     data = fixtures.build(fixture_file)
-    api = Server(APP, args.api_port, [str(BIN / "taskhub"), "api", "--host", "127.0.0.1"])
-    api.command += ["--port", str(args.api_port), "--workers", "1", "--metrics-port", "0"]
+    ports = {"fast": args.api_port, "off": args.api_off_port}
+    apis = {}
+    for mode in args.modes:
+        name, settings = MODES[mode]
+        port = str(ports[mode])
+        command = [str(BIN / "taskhub"), "api", "--host", "127.0.0.1", "--port", port]
+        command += ["--workers", "1", "--metrics-port", "0"]
+        apis[mode] = Server(name, ports[mode], command, settings)
     ref = Server(REF, args.reference_port, [str(BIN / "python"), "bench/reference_app.py"])
     ref.command += ["--port", str(args.reference_port)]
 
     runs: list[Run] = []
     try:
-        with running([api, ref], env):
-            check_same_answers(api, ref, data)
-            print(f"bench: both servers up and answering alike; wrk -c{args.connections}")
-            for scenario in args.scenarios:
-                for server in (api, ref):
-                    run_wrk(wrk, server, scenario, args, fixture_file, args.warmup)
-                for n in range(1, args.rounds + 1):
-                    order = (api, ref) if n % 2 else (ref, api)
-                    runs += [measure(wrk, s, scenario, n, args, fixture_file) for s in order]
+        with running([ref], env):
+            for mode, api in apis.items():
+                with running([api], env):
+                    check_same_answers(api, ref, data)
+                    print(
+                        f"bench: {mode} mode: both servers answer alike; wrk -c{args.connections}"
+                    )
+                    for scenario in args.scenarios:
+                        for server in (api, ref):
+                            run_wrk(wrk, server, scenario, args, fixture_file, args.warmup)
+                        for n in range(1, args.rounds + 1):
+                            order = (api, ref) if n % 2 else (ref, api)
+                            runs += [
+                                measure(wrk, s, scenario, mode, n, args, fixture_file)
+                                for s in order
+                            ]
     finally:
         asyncio.run(delete_created_tasks())
 
-    summaries = [summarise(runs, s) for s in args.scenarios]
+    summaries = [summarise(runs, s, m) for s in args.scenarios for m in args.modes]
     meta = {
         "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cores": os.cpu_count(),

@@ -294,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         "idempotent, safe while deliveries run",
     )
     rotate.add_argument("--batch-size", type=int, default=500, help="rows per transaction")
+    commands.add_parser("routes", help="list the API's routes and whether each is planned")
     args = parser.parse_args(argv)
 
     if args.command == "api":
@@ -309,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
         _async_layer(args)
     elif args.command == "webhooks":
         rotate_webhook_key(get_settings(), args.batch_size)
+    elif args.command == "routes":
+        list_routes(get_settings())
     elif args.command == "operator":
         from taskhub_operator.main import run as run_operator
 
@@ -373,6 +376,21 @@ def rotate_webhook_key(settings: Settings, batch_size: int) -> None:
             sys.exit(f"{len(outcome.failed)} webhook secret(s) could not be read")
 
     asyncio.run(run())
+
+
+def list_routes(settings: Settings) -> None:
+    """`taskhub routes`: each route of the API (methods, path, name) and whether its
+    parameters are planned (kit/routing.py), else why not."""
+    from taskhub_api.kit.routing import describe
+    from taskhub_api.main import create_app
+
+    routes = describe(create_app(settings))
+    width = max(len(path) for _, path, _, _ in routes)
+    for methods, path, name, not_planned in routes:
+        planned = "planned" if not_planned is None else f"not planned: {not_planned}"
+        print(f"{methods:<7} {path:<{width}}  {name:<24} {planned}")
+    count = sum(not_planned is None for *_, not_planned in routes)
+    print(f"{count} of {len(routes)} routes planned")
 
 
 def dead_letters(settings: Settings, action: str, queue: str, limit: int | None) -> None:

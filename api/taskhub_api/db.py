@@ -32,7 +32,7 @@ from sqlalchemy.util import greenlet_spawn
 from taskhub_api.dbhealth import DatabaseMonitor
 from taskhub_api.dbpool import pool_class, replace_closed_on_connect, warm_up
 from taskhub_api.errors import ServiceUnavailable
-from taskhub_api.kit import greenlets, lsn
+from taskhub_api.kit import greenlets, internals, lsn
 from taskhub_api.settings import DatabaseSettings
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ class ReadSession(AsyncSession):
 
 
 def create_engine(url: str, settings: DatabaseSettings, pool: str = "primary") -> AsyncEngine:
-    greenlets.install()  # SQLAlchemy's greenlet bridge reuses its greenlets
+    greenlets.install()  # SQLAlchemy's greenlet bridge reuses its greenlets (a fast path)
     connect_args: dict[str, Any] = {
         "timeout": settings.connect_timeout,
         "command_timeout": settings.command_timeout,
@@ -421,9 +421,10 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
 
     Looked up once per transaction of the session: after a commit the session may be
     on another connection, in a transaction not begun yet. SQLAlchemy's asyncpg
-    adapter begins its transaction lazily, on its first statement, through
-    ``_start_transaction``; ``tests/api/test_driver_writes.py`` holds that to
-    SQLAlchemy's pinned version.
+    adapter begins its transaction lazily, on its first statement: with the
+    ``driver_begin`` fast path, through its private ``_start_transaction``
+    (kit/internals.py, BEGIN alone), else through a statement of its own (``SELECT 1``,
+    public API, one more round trip). ``tests/api/test_driver_writes.py`` holds both.
     """
     known = session.info.get(_DRIVER)
     if known is not None and known[0] is session.sync_session.get_transaction():
@@ -431,14 +432,16 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
         return driver
     connection = await session.connection()
     adapted: Any = (await connection.get_raw_connection()).dbapi_connection
-    if adapted._transaction is None:
+    if internals.enabled("driver_begin"):
         try:
-            await adapted._start_transaction()
+            await internals.begin_on_adapter(adapted)
         except Exception as exc:
             # Only the connection fails a BEGIN: discard it and fail as SQLAlchemy does
             # for a lost connection (answered 503), not with the adapter's raw error.
             await connection.invalidate(exc)
             raise sa_exc.DBAPIError("BEGIN", None, exc, connection_invalidated=True) from exc
+    else:
+        await connection.exec_driver_sql("SELECT 1")
     driver = adapted.driver_connection
     session.info[_DRIVER] = (session.sync_session.get_transaction(), driver)
     return driver

@@ -9,7 +9,8 @@ timeout (503) while the average request is fast.
 
 ``FairQueue`` hands a returned connection straight to the longest waiter, and a new
 request queues behind the waiters instead of taking a connection past them. Idle
-connections are kept as before (FIFO or LIFO).
+connections are kept as before (FIFO or LIFO). The pool takes it through a private
+class attribute (fast path ``fair_pool``, kit/internals.py).
 
 Each engine's pool class is :func:`pool_class` of its name ("primary", "replica"),
 which carries the metric children of that name, so a checkout touches no label lookup;
@@ -47,8 +48,9 @@ from sqlalchemy.pool import (
     QueuePool,
 )
 from sqlalchemy.util import await_
-from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty
+from sqlalchemy.util.queue import Empty, Full, QueueCommon
 
+from taskhub_api.kit import internals
 from taskhub_api.settings import DatabaseSettings
 
 T = TypeVar("T")
@@ -66,10 +68,24 @@ POOL_WAIT = Histogram(
 )
 
 
-class FairQueue(AsyncAdaptedQueue[T]):
+class FairQueue(QueueCommon[T]):
+    """The pool's queue of idle connections (SQLAlchemy's queue interface), kept in a
+    deque of its own, and the checkouts waiting for one, in arrival order."""
+
     def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
-        super().__init__(maxsize, use_lifo)
+        self.maxsize = maxsize
+        self.use_lifo = use_lifo
+        self._idle: deque[T] = deque()
         self._waiters: deque[asyncio.Future[T]] = deque()
+
+    def empty(self) -> bool:
+        return not self._idle
+
+    def full(self) -> bool:
+        return 0 < self.maxsize <= len(self._idle)
+
+    def qsize(self) -> int:
+        return len(self._idle)
 
     def put_nowait(self, item: T) -> None:
         while self._waiters:
@@ -77,19 +93,25 @@ class FairQueue(AsyncAdaptedQueue[T]):
             if not waiter.done():  # a waiter that gave up is skipped
                 waiter.set_result(item)
                 return
-        super().put_nowait(item)
+        if self.full():
+            raise Full()
+        self._idle.append(item)
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
         # The pool only returns connections without blocking; the queue holds them all.
         self.put_nowait(item)
 
+    def get_nowait(self) -> T:
+        if not self._idle:
+            raise Empty()
+        return self._idle.pop() if self.use_lifo else self._idle.popleft()
+
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         if not block or not self._waiters:  # nobody is ahead of this request
-            try:
-                return self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                if not block:
-                    raise Empty() from None
+            if self._idle:
+                return self.get_nowait()
+            if not block:
+                raise Empty()
         return await_(self._wait(timeout))
 
     async def _wait(self, timeout: float | None) -> T:  # noqa: ASYNC109 - a timer, see below
@@ -118,15 +140,15 @@ def _expire(waiter: asyncio.Future[Any]) -> None:
         waiter.set_exception(Empty())
 
 
-class FairAsyncPool(AsyncAdaptedQueuePool):
-    """SQLAlchemy's asyncio queue pool, with waiters served first come, first served."""
+class MeteredPool(AsyncAdaptedQueuePool):
+    """SQLAlchemy's asyncio queue pool, with its checkout wait and checked-out count
+    measured; :func:`pool_class` makes its waiters served first come, first served."""
 
-    _queue_class = FairQueue[ConnectionPoolEntry]
     # Set per pool name by ``pool_class`` (this class itself is counted as the
     # primary). A pool's ``recreate()`` (on dispose) keeps its class, so a reset pool
     # keeps reporting under its name.
     _wait_seconds: ClassVar[Any] = POOL_WAIT.labels("primary")
-    _live: ClassVar[weakref.WeakSet[FairAsyncPool]] = weakref.WeakSet()
+    _live: ClassVar[weakref.WeakSet[MeteredPool]] = weakref.WeakSet()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -142,18 +164,26 @@ class FairAsyncPool(AsyncAdaptedQueuePool):
 
 
 @functools.cache
-def pool_class(name: str) -> type[FairAsyncPool]:
-    """The fair pool whose metrics carry ``pool=name``."""
-    live: weakref.WeakSet[FairAsyncPool] = weakref.WeakSet()
+def _live(name: str) -> weakref.WeakSet[MeteredPool]:
+    """The live pools of that name, which its checked-out gauge counts (one set per
+    name, whatever pool classes are made for it)."""
+    live: weakref.WeakSet[MeteredPool] = weakref.WeakSet()
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # A worker's pool processes report through files, which a function cannot
         # feed: there the series would be a constant 0, so it is left out.
         POOL_CHECKED_OUT.labels(name).set_function(lambda: sum(p.checkedout() for p in live))
-    return type(
-        f"FairAsyncPool[{name}]",
-        (FairAsyncPool,),
-        {"_wait_seconds": POOL_WAIT.labels(name), "_live": live},
-    )
+    return live
+
+
+@functools.cache
+def pool_class(name: str) -> type[MeteredPool]:
+    """The pool whose metrics carry ``pool=name``: fair (``FairQueue``) with the
+    ``fair_pool`` fast path on (the queue class is a private name of SQLAlchemy's
+    pool), else SQLAlchemy's own queue."""
+    attributes: dict[str, Any] = {"_wait_seconds": POOL_WAIT.labels(name), "_live": _live(name)}
+    if internals.enabled("fair_pool"):
+        attributes[internals.POOL_QUEUE_CLASS] = FairQueue[ConnectionPoolEntry]
+    return type(f"MeteredPool[{name}]", (MeteredPool,), attributes)
 
 
 def _replace_if_closed(connection: Connection) -> None:

@@ -17,7 +17,7 @@ from taskhub_api.health.router import ready
 from taskhub_api.health.router import router as health_router
 from taskhub_api.health.schemas import Readiness
 from taskhub_api.identity.verifier import TokenVerifier
-from taskhub_api.kit import heap
+from taskhub_api.kit import heap, internals
 from taskhub_api.kit.body_limit import BodyLimitMiddleware
 from taskhub_api.kit.response_headers import ResponseHeadersMiddleware
 from taskhub_api.kit.responses import JSONBytes
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
     tracing.setup(settings.tracing.enabled, "api")
+    internals.check()  # a fast path on a library version it was not written for: off
     app = FastAPI(
         title="TaskHub",
         version="0.1.0",

@@ -206,7 +206,7 @@ class WebhookSettings(BaseModel):
     def _allowed_networks_mean_what_they_say(
         cls, networks: list[IPvAnyNetwork]
     ) -> list[IPvAnyNetwork]:
-        from taskhub_api.kit.addresses import allow_list_problems
+        from taskhub_api.addresses import allow_list_problems
 
         problems = allow_list_problems(networks)
         if problems:
@@ -263,6 +263,23 @@ class TracingSettings(BaseModel):
     enabled: bool = Field(default_factory=otel_exporting)
 
 
+class FastPathSettings(BaseModel):
+    """The fast paths that use a library's internals (kit/internals.py), each on by
+    default and used only on the library version it was written for.
+    ``TASKHUB_FAST_PATHS__ENABLED=false`` turns them all off."""
+
+    enabled: bool = True
+    # SQLAlchemy's greenlet_spawn reuses idle greenlets (kit/greenlets.py).
+    greenlets: bool = True
+    # The pools serve waiting checkouts in arrival order (dbpool.FairQueue).
+    fair_pool: bool = True
+    # Driver statements of a session begin its transaction with a bare BEGIN
+    # (db.driver_connection).
+    driver_begin: bool = True
+    # Route parameters solved by a plan made at start-up (kit/routing.py).
+    planned_routes: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TASKHUB_", env_nested_delimiter="__", extra="ignore"
@@ -287,6 +304,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = WebhookSettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    fast_paths: FastPathSettings = FastPathSettings()
 
     bootstrap_admin_username: str = "admin"
     bootstrap_admin_email: str = "admin@taskhub.local"

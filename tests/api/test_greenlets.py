@@ -10,20 +10,19 @@ import asyncio
 import contextvars
 import gc
 import weakref
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from greenlet import getcurrent, greenlet  # type: ignore[import-untyped]
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.util import concurrency
 from sqlalchemy.util.concurrency import await_, greenlet_spawn, in_greenlet
 
 from taskhub_api.db import create_engine
-from taskhub_api.kit import greenlets
+from taskhub_api.kit import greenlets, internals
 from taskhub_api.settings import DatabaseSettings
+from tests.api.fastpaths import fast_paths
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
 HELD: contextvars.ContextVar[object] = contextvars.ContextVar("HELD")
@@ -31,13 +30,13 @@ Worker = greenlets._Worker
 
 
 @pytest.fixture(autouse=True)
-def idle(monkeypatch: pytest.MonkeyPatch) -> list[Worker]:
-    """Installed, with an idle list of the test's own: workers left by other tests
-    stay out of its counts."""
-    greenlets.install()
+def idle(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Worker]]:
+    """Installed (whatever the run's setting), with an idle list of the test's own:
+    workers left by other tests stay out of its counts."""
     workers: list[Worker] = []
     monkeypatch.setattr(greenlets._idle, "workers", workers)
-    return workers
+    with fast_paths(greenlets=True):
+        yield workers
 
 
 def trips(value: int, *, times: int = 3) -> tuple[list[int], list[greenlet]]:
@@ -290,13 +289,12 @@ class TestConcurrency:
 
 
 @pytest.fixture
-async def engine(database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[AsyncEngine]:
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """An engine of the project's factory, which installs the workers itself; a small
     pool, so that concurrent sessions wait for connections (an await_ in the pool)."""
-    shim: Any = concurrency._concurrency_shim
-    monkeypatch.setattr(shim, "_AsyncIoGreenlet", vars(concurrency)["_AsyncIoGreenlet"])
+    internals.set_greenlet_class(None)
     db = create_engine(database_url, DatabaseSettings(url=database_url, pool_size=2))
-    assert shim._AsyncIoGreenlet is greenlets.Spawn
+    assert internals.greenlet_class() is greenlets.Spawn
     try:
         yield db
     finally:

@@ -14,17 +14,33 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from fastapi import Body, Cookie, Depends, FastAPI, Form, Header, Query, Request
 from fastapi.routing import APIRoute, request_response
 from pydantic import BaseModel
 
 from taskhub_api.kit import routing
 from taskhub_api.kit.routing import PlannedRoute, plan
+from taskhub_api.main import create_app
+from taskhub_api.settings import Settings
 from tests.api.conftest import Actor, NewUser, create_task
+from tests.api.fastpaths import fast_paths
 
 HOT_ROUTES = {("GET", "/api/v1/tasks"), ("GET", "/api/v1/tasks/{task_id}")}
 # Differ between any two responses: when, which request, how much rate is left.
 VOLATILE_HEADERS = {"date", "x-request-id", "ratelimit-remaining", "ratelimit-reset"}
+
+
+@pytest.fixture(scope="module")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """An app of this module's own that plans its routes, whatever the run's setting
+    (``make test-compat`` turns planned routes off for the session's app); a small
+    pool, as the session's app holds its own meanwhile."""
+    small = settings.db.model_copy(update={"pool_size": 4})
+    with fast_paths(planned_routes=True):
+        application = create_app(settings.model_copy(update={"db": small}))
+    async with LifespanManager(application):
+        yield application
 
 
 def _planned_routes(app: FastAPI) -> list[PlannedRoute]:

@@ -29,9 +29,11 @@ from taskhub_api.db import (
     raw_connection,
 )
 from taskhub_api.dbhealth import DatabaseMonitor, driver_dsn
-from taskhub_api.dbpool import FairAsyncPool, FairQueue
+from taskhub_api.dbpool import FairQueue
+from taskhub_api.kit import internals
 from taskhub_api.settings import Settings
 from tests.api.conftest import NewUser, create_task
+from tests.api.fastpaths import fast_paths
 
 
 async def _kill_pooled_connections(app: FastAPI) -> int:
@@ -130,10 +132,11 @@ async def test_the_pool_starves_no_request_under_contention(settings: Settings) 
     than its turn. With SQLAlchemy's own queue a returning request takes the connection
     past the waiters, and some wait for most of the run (here 0.8 of 0.9 s; under real
     load, seconds and the pool timeout: a 503)."""
-    engine = create_engine(
-        settings.db.url,
-        settings.db.model_copy(update={"pool_size": 8, "max_overflow": 0, "pool_timeout": 5.0}),
-    )
+    with fast_paths(fair_pool=True):
+        engine = create_engine(
+            settings.db.url,
+            settings.db.model_copy(update={"pool_size": 8, "max_overflow": 0, "pool_timeout": 5.0}),
+        )
     waits: list[float] = []
 
     async def checkout() -> None:
@@ -155,7 +158,7 @@ async def test_the_pool_starves_no_request_under_contention(settings: Settings) 
         await engine.dispose()
     elapsed = time.perf_counter() - started
     assert max(waits) < 0.25 * elapsed, f"longest wait {max(waits):.2f} s of {elapsed:.2f} s"
-    assert isinstance(engine.pool, FairAsyncPool)
+    assert isinstance(internals.pool_queue(engine.pool), FairQueue)
 
 
 @pytest.fixture

@@ -27,9 +27,9 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 from sqlalchemy import text
 
+from taskhub_api.addresses import IPNetwork
 from taskhub_api.db import Database
 from taskhub_api.jobs.ledger import JobContext
-from taskhub_api.kit.addresses import IPNetwork
 from taskhub_api.settings import Settings, WebhookSettings
 from taskhub_api.webhooks.jobs import DeliveryFailed, deliver, delivery_id, delivery_job, send
 from taskhub_api.webhooks.transport import PinnedTransport

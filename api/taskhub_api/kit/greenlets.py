@@ -10,7 +10,8 @@ and a page fault, about 11 µs per spawn, several times a request.
 the thread instead. A worker runs one function at a time, exactly as a new greenlet
 would (``await_`` inside it switches to the spawning coroutine and back), then waits
 for the next, keeping its frame stack. ``tests/api/test_greenlets.py`` holds the
-contract with SQLAlchemy's pinned version.
+contract with SQLAlchemy's pinned version; the replaced class is a private name of
+SQLAlchemy, reached through ``kit/internals.py`` (fast path ``greenlets``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from greenlet import GreenletExit, greenlet  # type: ignore[import-untyped]
-from sqlalchemy.util import concurrency
+
+from taskhub_api.kit import internals
 
 # Idle workers kept per thread; beyond that a finished worker simply ends.
 MAX_IDLE = 64
@@ -109,7 +111,6 @@ class Spawn:
 
 
 def install() -> None:
-    """Make SQLAlchemy's ``greenlet_spawn`` use reused workers (idempotent)."""
-    shim = concurrency._concurrency_shim
-    shim._initialize()
-    shim._AsyncIoGreenlet = Spawn  # type: ignore[assignment]
+    """Make SQLAlchemy's ``greenlet_spawn`` use reused workers when the fast path is on,
+    else its own greenlets (idempotent)."""
+    internals.set_greenlet_class(Spawn if internals.enabled("greenlets") else None)

@@ -14,9 +14,13 @@ parameter models, the ``Request``, one JSON body (FastAPI still reads and parses
 and ``async`` dependencies, including ones that ``yield`` (FastAPI's own code runs
 those, on the exit stack of their scope). Anything else (forms, cookies, several
 bodies, sync dependencies, dependencies of a dependency that yields, a dependency used
-twice, ``Response``, ``BackgroundTasks`` or security-scope parameters, dependency
-overrides) keeps FastAPI's own handler. ``tests/api/test_planned_routes.py`` sends the
-same requests through both and requires the same answers.
+twice, ``Response``, ``BackgroundTasks`` or security-scope parameters, a dependency
+with ``max_concurrency``) keeps FastAPI's own handler; so does a request while the app
+overrides (``app.dependency_overrides``) a dependency of its route. FastAPI's helpers
+that the plan uses are private: they are reached through ``kit/internals.py`` (fast path
+``planned_routes``; off, every route keeps FastAPI's handler). ``taskhub routes`` lists
+what is planned. ``tests/api/test_planned_routes.py`` sends the same requests through
+both and requires the same answers.
 """
 
 from __future__ import annotations
@@ -28,15 +32,14 @@ from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi._compat import ModelField, get_cached_model_fields, get_missing_field_error
-from fastapi._compat.shared import field_annotation_is_sequence, lenient_issubclass
 from fastapi.dependencies.models import Dependant
-from fastapi.dependencies.utils import _solve_generator, get_dependant
+from fastapi.dependencies.utils import get_dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import Body, Param
-from fastapi.routing import APIRoute
-from pydantic import BaseModel
+from fastapi.routing import APIRoute, request_response
 
+from taskhub_api.kit import internals
+from taskhub_api.kit.internals import ModelField
 from taskhub_api.kit.responses import JSONBytes
 
 
@@ -65,7 +68,9 @@ class _Field:
         alias = field.field_info.validation_alias or field.alias
         if not isinstance(alias, str):
             return None  # alias choices or paths: FastAPI's own rules apply
-        sequence = source != "path" and field_annotation_is_sequence(field.field_info.annotation)
+        sequence = source != "path" and internals.is_sequence_annotation(
+            field.field_info.annotation
+        )
         return cls(field, source, alias, sequence, (source, alias))
 
     @property
@@ -114,7 +119,7 @@ def _validate(field: ModelField, raw: Any, loc: tuple[str, ...]) -> tuple[Any, l
     takes (a copy of) its default, validated only if the field says so."""
     if raw is _UNDEFINED:
         if field.field_info.is_required():
-            return None, [get_missing_field_error(loc=loc)]
+            return None, [internals.missing_field_error(loc)]
         default = copy.deepcopy(field.default)
         if not field.field_info.validate_default:
             return default, []
@@ -142,6 +147,8 @@ class _Plan:
     body: ModelField | None  # the endpoint's JSON body
     # For a dependency that yields: the scope key of the exit stack it finishes with.
     exit_stack: str | None
+    # Every dependency called, this one's and its sub-dependencies'.
+    calls: frozenset[Any]
 
     @property
     def call(self) -> Callable[..., Any]:
@@ -186,7 +193,7 @@ class _Plan:
         (it finishes with the request's or the endpoint's exit stack, as in FastAPI)."""
         if self.exit_stack is None:
             return await self.call(**arguments)
-        return await _solve_generator(
+        return await internals.solve_generator()(
             dependant=self.dependant,
             stack=request.scope[self.exit_stack],
             sub_values=arguments,
@@ -210,51 +217,83 @@ def _json_body(dependant: Dependant) -> ModelField | None:
     return fields[0]
 
 
-def plan(dependant: Dependant, seen: set[Any] | None = None) -> _Plan | None:
-    """The plan of ``dependant``, or None when it declares something not planned here.
-    Only the endpoint itself (``seen`` is None) may take a body: one JSON model."""
+def plan(dependant: Dependant) -> _Plan | None:
+    """The plan of an endpoint's ``dependant``, or None when it declares something not
+    planned here (``PlannedRoute.not_planned`` says what)."""
+    planned = _plan(dependant, None)
+    return planned if isinstance(planned, _Plan) else None
+
+
+def _plan(dependant: Dependant, seen: set[Any] | None) -> _Plan | str:
+    """The plan of ``dependant``, or why it is not planned. Only the endpoint itself
+    (``seen`` is None) may take a body: one JSON model."""
     body = _json_body(dependant) if seen is None else None
     seen = set() if seen is None else seen
-    if (
-        not _is_async_call(dependant.call)
-        or (dependant.body_params and body is None)
-        or dependant.cookie_params
-        or dependant.http_connection_param_name
-        or dependant.websocket_param_name
-        or dependant.response_param_name
-        or dependant.background_tasks_param_name
-        or dependant.security_scopes_param_name
-        or dependant.own_oauth_scopes
-        or dependant.parent_oauth_scopes
-    ):
-        return None
+    unplanned = (
+        (not _is_async_call(dependant.call), "a sync endpoint or dependency"),
+        (bool(dependant.body_params) and body is None, "a body other than one JSON model"),
+        (bool(dependant.cookie_params), "a cookie parameter"),
+        (
+            bool(dependant.http_connection_param_name or dependant.websocket_param_name),
+            "an HTTPConnection or WebSocket parameter",
+        ),
+        (
+            bool(dependant.response_param_name or dependant.background_tasks_param_name),
+            "a Response or BackgroundTasks parameter",
+        ),
+        (
+            bool(
+                dependant.security_scopes_param_name
+                or dependant.own_oauth_scopes
+                or dependant.parent_oauth_scopes
+            ),
+            "security scopes",
+        ),
+        (dependant.concurrency is not None, "a dependency with max_concurrency"),
+    )
+    for declared, reason in unplanned:
+        if declared:
+            return reason
     dependencies = []
+    calls: set[Any] = set()
     for sub in dependant.dependencies:
-        if sub.call in seen or inspect.isasyncgenfunction(dependant.call):
-            return None  # shared results, dependencies of a yield: FastAPI's rules
+        if sub.call in seen:
+            return "a dependency used twice"
+        if inspect.isasyncgenfunction(dependant.call):
+            return "a dependency of a dependency that yields"
         seen.add(sub.call)
-        sub_plan = plan(sub, seen)
-        if sub_plan is None:
-            return None
+        sub_plan = _plan(sub, seen)
+        if isinstance(sub_plan, str):
+            return sub_plan
         dependencies.append((sub.name, sub_plan))
+        calls |= sub_plan.calls
     params: list[_Field | _QueryModel] = []
-    declared = (
+    declared_params = (
         ("path", dependant.path_params),
         ("query", dependant.query_params),
         ("header", dependant.header_params),
     )
-    for source, fields in declared:
+    for source, fields in declared_params:
         for field in fields:
             param = _param(field, source)
             if param is None:
-                return None
+                return f"{source} parameter {field.name!r} is not planned"
             params.append(param)
     exit_stack = None
     if inspect.isasyncgenfunction(dependant.call):
         function = dependant.scope == "function"
-        exit_stack = "fastapi_function_astack" if function else "fastapi_inner_astack"
+        exit_stack = internals.FUNCTION_EXIT_STACK if function else internals.REQUEST_EXIT_STACK
     request_name = dependant.request_param_name
-    return _Plan(dependant, tuple(dependencies), tuple(params), request_name, body, exit_stack)
+    calls.add(dependant.call)
+    return _Plan(
+        dependant,
+        tuple(dependencies),
+        tuple(params),
+        request_name,
+        body,
+        exit_stack,
+        frozenset(calls),
+    )
 
 
 def _param(field: ModelField, source: str) -> _Field | _QueryModel | None:
@@ -262,28 +301,57 @@ def _param(field: ModelField, source: str) -> _Field | _QueryModel | None:
     if not isinstance(info, Param) or info.in_.value != source:
         return None
     annotation = info.annotation
-    if lenient_issubclass(annotation, BaseModel):
+    if internals.is_model(annotation):
         config = annotation.model_config
         if source != "query" or config.get("validate_by_name") or config.get("populate_by_name"):
             return None
-        fields = [_Field.of(f, "query") for f in get_cached_model_fields(annotation)]
+        fields = [_Field.of(f, "query") for f in internals.model_fields(annotation)]
         if any(f is None for f in fields):
             return None
         planned = tuple(f for f in fields if f is not None)
         return _QueryModel(field, planned, frozenset(f.alias for f in planned))
-    if any(lenient_issubclass(arg, BaseModel) for arg in getattr(annotation, "__args__", ())):
+    if any(internals.is_model(arg) for arg in getattr(annotation, "__args__", ())):
         return None  # an optional model: FastAPI's own rules apply
     return _Field.of(field, source)
 
 
 class PlannedRoute(APIRoute):
-    """An ``APIRoute`` that solves its parameters by a plan made at start-up."""
+    """An ``APIRoute`` that solves its parameters by a plan made at start-up.
+    ``not_planned``: why it keeps FastAPI's handler (None: it is planned)."""
+
+    not_planned: str | None = None
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        planned = None if self.dependency_overrides_provider else plan(self.dependant)
-        if planned is None:
+        provider = self.dependency_overrides_provider
+        planned: _Plan | str
+        if provider is None:
+            planned = "not on an app (add_routers plans the app's routes)"
+        elif not internals.enabled("planned_routes"):
+            planned = "planned routes are off"
+        else:
+            planned = _plan(self.dependant, None)
+        if isinstance(planned, str):
+            self.not_planned = planned
             return super().get_route_handler()
+        self.not_planned = None
+        handler = self._planned_handler(planned)
+        # FastAPI's handler, for requests while the app overrides one of the
+        # dependencies the plan would call.
+        fastapi_handler = super().get_route_handler()
+        calls = planned.calls
+        app: Any = provider
 
+        async def route_handler(request: Request) -> Response:
+            overrides = app.dependency_overrides
+            if overrides and not calls.isdisjoint(overrides):
+                return await fastapi_handler(request)
+            return await handler(request)
+
+        return route_handler
+
+    def _planned_handler(
+        self, planned: _Plan
+    ) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         async def endpoint(request: Request, body: Any = _UNDEFINED) -> Any:
             errors: list[Any] = []
             values = await planned.solve(request, errors, body)
@@ -323,10 +391,28 @@ def planned_router(prefix: str, tag: str) -> APIRouter:
 
 
 def add_routers(app: FastAPI, *routers: APIRouter) -> None:
-    """The routers' routes, in order, as routes of the app itself.
+    """The routers' routes, in order, as routes of the app itself, each a copy whose
+    handler is built for this app (so it honours ``app.dependency_overrides``).
 
     Not ``include_router``: it routes through a nested router per include and builds
     each route's handler again in that context, which FastAPI's default handler and
     not the plan would then serve."""
     for router in routers:
-        app.router.routes.extend(router.routes)
+        for route in router.routes:
+            if isinstance(route, APIRoute):
+                route = copy.copy(route)
+                route.dependency_overrides_provider = app
+                route.app = request_response(route.get_route_handler())
+            app.router.routes.append(route)
+
+
+def describe(app: FastAPI) -> list[tuple[str, str, str, str | None]]:
+    """Each route of ``app``: methods, path, name, and why it is not planned (None:
+    planned)."""
+    described = []
+    for route in app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        why = route.not_planned if isinstance(route, PlannedRoute) else "declared on the app itself"
+        described.append((",".join(sorted(route.methods or ())), route.path, route.name, why))
+    return described

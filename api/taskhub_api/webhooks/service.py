@@ -5,12 +5,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskhub_api.addresses import IPNetwork
 from taskhub_api.db import Database, ReadSession, WriteSession, driver_connection
 from taskhub_api.errors import NotFound, UnprocessableContent, field_error
 from taskhub_api.events.repository import record_event
 from taskhub_api.identity.principal import Principal
 from taskhub_api.kit import cursor
-from taskhub_api.kit.addresses import IPNetwork
 from taskhub_api.kit.pages import Keyset, created_and_id
 from taskhub_api.kit.schemas import PageMeta
 from taskhub_api.webhooks.keyring import KeyRing, SecretUnavailable

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from taskhub_api.kit.addresses import IPAddress, IPNetwork, normalise, refusal
+from taskhub_api.addresses import IPAddress, IPNetwork, normalise, refusal
 
 # A host whose last label is a number (decimal, or 0x hex) is an IPv4 address to URL
 # parsers and to inet_aton, in every spelling: 2130706433, 0177.0.0.1, 0x7f.1, 127.1.

@@ -202,7 +202,8 @@ def _replace_if_closed(connection: Connection) -> None:
 def replace_closed_on_connect(engine: AsyncEngine) -> None:
     """A ``Connection`` (so every session) never starts on a pooled connection its
     server already closed. Not a pool ``checkout`` listener: that costs every checkout,
-    the hot paths' too, about 4 µs (measured), and they check for themselves."""
+    the hot paths' too (docs/benchmarks.md, "Figures behind the code"), and they check
+    for themselves."""
     event.listen(engine.sync_engine, "engine_connect", _replace_if_closed)
 
 

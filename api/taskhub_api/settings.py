@@ -30,9 +30,8 @@ class DatabaseSettings(BaseModel):
     # go to the primary.
     replica_url: str | None = None
     # A fixed pool: SQLAlchemy closes overflow connections on check-in, so under steady
-    # load above pool_size an overflow churns connections (measured: hundreds of new
-    # connections per benchmark run at 10+10, none at 20+0). Past the pool, requests
-    # wait pool_timeout and then get a 503.
+    # load above pool_size an overflow churns connections (docs/benchmarks.md, "Figures
+    # behind the code"). Past the pool, requests wait pool_timeout and then get a 503.
     pool_size: int = Field(default=20, ge=1)
     max_overflow: int = Field(default=0, ge=0)
     # Seconds a request waits for a pooled connection before it gets a 503.

@@ -4,7 +4,8 @@ SQLAlchemy's asyncio layer runs its synchronous core in a greenlet: every
 ``greenlet_spawn`` (a pool checkout or checkin, ``session.execute``, ``commit``,
 ``close``) starts a new one. On Python 3.11 a new greenlet's first frame allocates a
 fresh frame stack with ``mmap`` and its end frees it with ``munmap``: two system calls
-and a page fault, about 11 µs per spawn, several times a request.
+and a page fault, several times a request (docs/benchmarks.md, "Figures behind the
+code").
 
 ``install()`` makes ``greenlet_spawn`` run its function in an idle worker greenlet of
 the thread instead. A worker runs one function at a time, exactly as a new greenlet

@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from taskhub_api.db import Database, raw_connection
 from taskhub_api.main import create_app
 from taskhub_api.settings import Rate, RateLimitSettings, Settings
-from tests.api.conftest import PASSWORD, NewUser
 from tests.api.test_bad_input import assert_problem
+from tests.support.users import PASSWORD, NewUser
 
 REGISTER = "/api/v1/auth/register"
 TOKEN = "/api/v1/auth/token"

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 
 from taskhub_api.observability import _new_request_id
-from tests.api.conftest import NewUser, create_task
+from tests.support.users import NewUser, create_task
 
 TASKS = "/api/v1/tasks"
 

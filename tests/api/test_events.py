@@ -16,7 +16,7 @@ from taskhub_api.db import Database
 from taskhub_api.tasks.schemas import TaskCreate
 from taskhub_api.tasks.service import task_service
 from taskhub_api.users.models import Role
-from tests.api.conftest import NewUser, create_task
+from tests.support.users import NewUser, create_task
 
 
 async def outbox(app: FastAPI) -> list[dict[str, Any]]:

@@ -21,7 +21,9 @@ from kopf.testing import KopfRunner
 
 from tests.conftest import ROOT
 from tests.operator.apiserver import ApiServer, serving
-from tests.workers.conftest import Broker, _is_free, wait_for
+from tests.support.net import is_free
+from tests.support.wait import eventually
+from tests.workers.conftest import Broker
 
 # Read when taskhub_operator.handlers is imported (the timer's interval).
 os.environ["TASKHUB_OPERATOR_INTERVAL"] = "0.3"
@@ -50,7 +52,6 @@ RESOURCES: dict[str, dict[str, Any]] = {
         "namespaced": False,
     },
 }
-__all__ = ["wait_for"]
 
 
 # Every request the operator made in this session (kopf's and its own client's):
@@ -191,7 +192,7 @@ class Cluster:
             found = await self.events(reason)
             return found if len(found) >= count else None
 
-        return await wait_for(check, 10, f"{count} Event(s) {reason}")  # type: ignore[no-any-return]
+        return await eventually(check, 10, f"{count} Event(s) {reason}")  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -281,7 +282,7 @@ async def operator(apiserver: ApiServer) -> AsyncIterator[KopfRunner]:
 def managed_broker() -> Iterator[Broker]:
     for _ in range(50):
         port = random.randint(30000, 44000)
-        if all(_is_free(p) for p in (port, port + 20000, port + 1)):
+        if all(is_free(p) for p in (port, port + 20000, port + 1)):
             break
     directory = ROOT / ".local" / f"test-rabbitmq-{port}"
     node = Broker(port, directory, management_port=port + 1)

@@ -10,11 +10,11 @@ import httpx
 from taskhub_api.jobs.schemas import JobRequest
 from taskhub_api.settings import Settings
 from taskhub_workers.app import create_app
-from tests.workers.conftest import User
+from tests.support.users import Actor
 
 
 async def create_webhook(
-    client: httpx.AsyncClient, owner: User, url: str, events: list[str], **extra: Any
+    client: httpx.AsyncClient, owner: Actor, url: str, events: list[str], **extra: Any
 ) -> dict[str, Any]:
     response = await client.post(
         "/api/v1/webhooks", json={"url": url, "events": events, **extra}, headers=owner.headers
@@ -24,7 +24,7 @@ async def create_webhook(
     return hook
 
 
-async def create_task(client: httpx.AsyncClient, owner: User, **fields: Any) -> dict[str, Any]:
+async def create_task(client: httpx.AsyncClient, owner: Actor, **fields: Any) -> dict[str, Any]:
     response = await client.post(
         "/api/v1/tasks", json={"title": "A task", **fields}, headers=owner.headers
     )

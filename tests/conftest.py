@@ -6,8 +6,10 @@ nothing: every service is started by the fixture that needs it."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -28,7 +30,8 @@ from taskhub_api.settings import (
     Settings,
 )
 from tests import stack
-from tests.support.db import TRUNCATE, asyncpg_dsn
+from tests.support.broker import Broker, new_node
+from tests.support.db import CLEAN, asyncpg_dsn
 from tests.support.net import PG_HOST, PG_PORT
 from tests.support.users import Actor, NewUser, create_user
 
@@ -70,6 +73,28 @@ def redis_url() -> str:
     return stack.REDIS_URL
 
 
+def _running(node: Broker) -> Iterator[Broker]:
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(node.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    """A RabbitMQ node of the session's (tests/support/broker.py)."""
+    yield from _running(new_node(management=False))
+
+
+@pytest.fixture(scope="session")
+def managed_broker() -> Iterator[Broker]:
+    """A node with its management API (the operator reads queue depths there). Apart
+    from ``broker``: a node's restart takes longer with the plugin."""
+    yield from _running(new_node(management=True))
+
+
 @pytest.fixture(scope="session")
 def settings(database_url: str, redis_url: str) -> Settings:
     return Settings(
@@ -88,10 +113,17 @@ def settings(database_url: str, redis_url: str) -> Settings:
     )
 
 
-@pytest.fixture(scope="session")
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+@asynccontextmanager
+async def started_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The app on ``settings``, its lifespan run for real."""
     application = create_app(settings)
     async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    async with started_app(settings) as application:
         yield application
 
 
@@ -117,15 +149,20 @@ async def pg(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-@pytest.fixture
-async def clean_database(database_url: str) -> None:
-    """Empty tables (every table of the models); suites that share the per-run database
-    use it autouse."""
+@pytest.fixture(scope="session")
+async def _cleaner(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
-        await conn.execute(TRUNCATE)
+        yield conn
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def clean_database(_cleaner: asyncpg.Connection) -> None:
+    """Empty tables (every table of the models); suites that share the per-run database
+    use it autouse."""
+    await _cleaner.execute(CLEAN)
 
 
 @pytest.fixture

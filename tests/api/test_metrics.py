@@ -29,7 +29,7 @@ from taskhub_api.dbhealth import DatabaseMonitor
 from taskhub_api.observability import serve_metrics
 from taskhub_api.settings import Settings
 from tests.monitoring.metric_names import API, families
-from tests.support.net import free_port
+from tests.support.net import CLOSED_PORT, free_port
 from tests.support.wait import eventually
 
 TASKHUB = Path(sys.executable).parent / "taskhub"
@@ -120,7 +120,7 @@ class TestReplicaLag:
             assert lag is not None and lag >= 0
             assert monitor.replica is not None
             await monitor.stop()  # closes the probe connections
-            monitor.replica.dsn = "postgresql://taskhub@127.0.0.1:1/taskhub"
+            monitor.replica.dsn = f"postgresql://taskhub@127.0.0.1:{CLOSED_PORT}/taskhub"
             await monitor.probe_all()
             assert not monitor.replica.up
             assert _sample("taskhub_db_replica_lag_bytes") is None

@@ -24,18 +24,23 @@ from taskhub_api.schema import alembic_config
 from tests.stack import (
     BOUNCER_RO_URL,
     BOUNCER_URL,
+    PGBOUNCER_PORT,
     PRIMARY_DSN,
+    PRIMARY_PORT,
+    REDIS_PORT,
     REDIS_URL,
     REPLICA_DSN,
+    REPLICA_PORT,
     ROOT,
     devstack,
 )
-from tests.support.net import free_port
+from tests.support.net import free_port, listening
 from tests.support.wait import eventually
 
 PASSWORD = "correct-horse-42"
 SECRET = "data-tests-secret-key-long-enough-for-hs256"
 TOKEN_HEADER = "Consistency-Token"
+STACK_PORTS = (PRIMARY_PORT, REPLICA_PORT, PGBOUNCER_PORT, REDIS_PORT)
 
 
 async def sql(dsn: str, query: str, *args: Any) -> Any:
@@ -221,7 +226,9 @@ def server(start_server: StartServer) -> Server:
 
 
 async def _restore(server: Server) -> None:
-    devstack("up")
+    # devstack.sh starts what is down; when every part listens there is nothing to start.
+    if not all(listening(port) for port in STACK_PORTS):
+        devstack("up")
     if await replica_sql("SELECT pg_is_wal_replay_paused()"):
         await replica_sql("SELECT pg_wal_replay_resume()")
     await eventually(server.ready, within=30)

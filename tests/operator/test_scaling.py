@@ -22,9 +22,9 @@ from tests.operator.conftest import (
     deployment,
     taskhub,
 )
+from tests.support.broker import Broker
 from tests.support.net import free_port
 from tests.support.wait import eventually
-from tests.workers.conftest import Broker
 
 WORKER = "taskhub-worker"
 QUEUE = "notifications"

@@ -12,7 +12,7 @@ import pytest
 
 from tests import stack
 from tests.support import portguard
-from tests.support.net import PG_PORT
+from tests.support.net import CLOSED_PORT, PG_PORT
 
 SITE = Path(__file__).resolve().parent / "site"
 _DIR = pytest.StashKey[Path]()
@@ -22,7 +22,14 @@ _CAUGHT = pytest.StashKey[list[str]]()
 def pytest_configure(config: pytest.Config) -> None:
     directory = Path(tempfile.mkdtemp(prefix="taskhub-portguard-"))
     allow = frozenset(
-        {PG_PORT, stack.PRIMARY_PORT, stack.REPLICA_PORT, stack.PGBOUNCER_PORT, stack.REDIS_PORT}
+        {
+            PG_PORT,
+            CLOSED_PORT,
+            stack.PRIMARY_PORT,
+            stack.REPLICA_PORT,
+            stack.PGBOUNCER_PORT,
+            stack.REDIS_PORT,
+        }
     )
     os.environ[portguard.DIR_VARIABLE] = str(directory)
     os.environ[portguard.ALLOW_VARIABLE] = ",".join(str(p) for p in sorted(allow))

@@ -8,6 +8,8 @@ import socket
 # The machine's PostgreSQL: the per-run database of the in-process tests.
 PG_HOST = os.environ.get("PGHOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("PGPORT", "5432"))
+# Nothing listens there (tcpmux): the address of an unreachable service in a test.
+CLOSED_PORT = 1
 
 
 def free_ports(count: int) -> list[int]:
@@ -33,3 +35,12 @@ def is_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Something accepts connections on ``port`` right now."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False

@@ -1,7 +1,8 @@
 """Every test process stays on the test stack's ports.
 
 An audit hook on ``socket.connect`` records each TCP connection to a port outside the
-allowlist: the test stack's ports, the machine's PostgreSQL (the per-run database), and
+allowlist: the test stack's ports, the machine's PostgreSQL (the per-run database), the
+port of an unreachable service (``net.CLOSED_PORT``), and
 the ports the tests choose for what they start (free ports from the kernel's ephemeral
 range, the RabbitMQ nodes' random ports), less the dev stack's ports. A service left to
 its default (Redis 6379, RabbitMQ 5672, an OTLP collector on 4317, the dev stack) is

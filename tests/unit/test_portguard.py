@@ -17,8 +17,8 @@ from tests.support import portguard
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "tests" / "support" / "site"
-# Nothing listens on port 1 (tcpmux): connecting fails at once, and it is outside.
-OUTSIDE = 1
+# Nothing listens on port 2 (compressnet): connecting fails at once, and it is outside.
+OUTSIDE = 2
 
 
 def child_env(directory: Path | None, allow: str = "") -> dict[str, str]:

@@ -6,13 +6,10 @@ users and cleaning come from tests/conftest.py."""
 from __future__ import annotations
 
 import os
-import random
-import shutil
 import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -25,10 +22,8 @@ import asyncpg
 import orjson
 import pytest
 from aiosmtpd.controller import Controller
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from taskhub_api.main import create_app
 from taskhub_api.settings import (
     BrokerSettings,
     DatabaseSettings,
@@ -36,77 +31,11 @@ from taskhub_api.settings import (
     Settings,
     WebhookSettings,
 )
-from tests.conftest import ROOT
-from tests.support.net import free_port, is_free
+from tests.conftest import ROOT, started_app
+from tests.support.broker import Broker
+from tests.support.net import free_port
 
 TASKHUB = str(ROOT / ".venv" / "bin" / "taskhub")
-NODE_SCRIPT = str(ROOT / "scripts" / "rabbitmq-node.sh")
-
-
-# RabbitMQ
-
-
-@dataclass
-class Broker:
-    port: int
-    directory: Path
-    management_port: int | None = None  # the management HTTP API, when set
-
-    def ctl(self, *args: str, timeout: float = 60) -> str:
-        result = subprocess.run(
-            [NODE_SCRIPT, "ctl", str(self.directory), str(self.port), "-q", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=True,
-        )
-        return result.stdout
-
-    def start(self) -> None:
-        env = dict(os.environ)
-        if self.management_port is not None:
-            env["MANAGEMENT_PORT"] = str(self.management_port)
-        subprocess.run(
-            [NODE_SCRIPT, "start", str(self.directory), str(self.port)],
-            check=True,
-            timeout=120,
-            env=env,
-        )
-
-    def stop(self) -> None:
-        subprocess.run(
-            [NODE_SCRIPT, "stop", str(self.directory), str(self.port)], check=True, timeout=120
-        )
-
-    def new_vhost(self) -> str:
-        name = f"t-{uuid.uuid4().hex[:8]}"
-        self.ctl("add_vhost", name)
-        self.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/{name}"
-
-    def depths(self, url: str) -> dict[str, int]:
-        """Messages per queue (ready + unacknowledged) in the URL's vhost."""
-        vhost = url.rsplit("/", 1)[1]
-        out = self.ctl("list_queues", "-p", vhost, "name", "messages", "--no-table-headers")
-        pairs = (line.split() for line in out.splitlines() if line.strip())
-        return {p[0]: int(p[1]) for p in pairs if len(p) == 2}
-
-
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    # Ports of the node and its Erlang distribution (port + 20000) must both be free.
-    for _ in range(50):
-        port = random.randint(30000, 44000)
-        if all(is_free(p) for p in (port, port + 20000)):
-            break
-    directory = ROOT / ".local" / f"test-rabbitmq-{port}"
-    node = Broker(port, directory)
-    node.start()
-    try:
-        yield node
-    finally:
-        node.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 # SMTP and HTTP receivers
@@ -205,8 +134,7 @@ def settings(settings: Settings) -> Settings:
 @pytest.fixture(scope="session")
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     """This package's own app (tests/conftest.py's fixture, on these settings)."""
-    application = create_app(settings)
-    async with LifespanManager(application):
+    async with started_app(settings) as application:
         yield application
 
 

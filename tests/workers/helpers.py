@@ -24,15 +24,6 @@ async def create_webhook(
     return hook
 
 
-async def create_task(client: httpx.AsyncClient, owner: Actor, **fields: Any) -> dict[str, Any]:
-    response = await client.post(
-        "/api/v1/tasks", json={"title": "A task", **fields}, headers=owner.headers
-    )
-    assert response.status_code == 201, response.text
-    task: dict[str, Any] = response.json()
-    return task
-
-
 async def event_id(pg: asyncpg.Connection, aggregate_id: Any, type: str) -> uuid.UUID:
     value = await pg.fetchval(
         "SELECT id FROM event WHERE aggregate_id = $1 AND type = $2",

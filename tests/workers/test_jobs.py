@@ -14,10 +14,10 @@ import httpx
 
 from taskhub_api.webhooks.jobs import delivery_job
 from taskhub_workers import dlq
-from tests.support.users import NewUser
+from tests.support.users import NewUser, create_task
 from tests.support.wait import eventually
 from tests.workers.conftest import TASKHUB, Receiver, Stack, job_state
-from tests.workers.helpers import create_task, create_webhook, enqueue, event_id
+from tests.workers.helpers import create_webhook, enqueue, event_id
 
 
 def _deliveries(receiver: Receiver, path: str) -> set[str]:

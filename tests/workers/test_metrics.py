@@ -24,10 +24,10 @@ from taskhub_api.maintenance.jobs import (
 from taskhub_workers import beat_metrics, relay_metrics, topology
 from tests.monitoring.metric_names import BEAT, RELAY, WORKERS, families
 from tests.support.net import free_port
-from tests.support.users import NewUser
+from tests.support.users import NewUser, create_task
 from tests.support.wait import eventually
 from tests.workers.conftest import Stack
-from tests.workers.helpers import create_task, enqueue
+from tests.workers.helpers import enqueue
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 WELCOME = "notifications.welcome_email"

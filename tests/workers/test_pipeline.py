@@ -15,10 +15,10 @@ import orjson
 
 from taskhub_api.notifications.email import message_id
 from tests.support.net import free_port
-from tests.support.users import NewUser
+from tests.support.users import NewUser, create_task
 from tests.support.wait import eventually
 from tests.workers.conftest import MailSink, Receiver, Stack
-from tests.workers.helpers import create_task, create_webhook
+from tests.workers.helpers import create_webhook
 
 
 async def _ready(value: bool) -> bool:

@@ -19,9 +19,10 @@ import pytest
 from taskhub_api.db import Database
 from taskhub_api.events.repository import EventRepository, OutboxRepository
 from taskhub_workers.relay import Relay
+from tests.support.broker import Broker
 from tests.support.users import NewUser
 from tests.support.wait import eventually
-from tests.workers.conftest import Broker, MailSink, Receiver, Stack, job_state
+from tests.workers.conftest import MailSink, Receiver, Stack, job_state
 from tests.workers.helpers import create_webhook
 
 

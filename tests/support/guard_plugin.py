@@ -5,6 +5,7 @@ list of what it caught. tests/conftest.py loads it; it imports nothing of the ap
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -41,7 +42,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    caught = portguard.caught(session.config.stash[_DIR])
+    directory = session.config.stash[_DIR]
+    caught = portguard.caught(directory)
+    shutil.rmtree(directory, ignore_errors=True)
     if caught:
         session.config.stash[_CAUGHT] = caught
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -47,8 +47,12 @@ class Guard:
     def check(self, host: object, port: object) -> None:
         if isinstance(port, int | str) and not allowed(int(port), self.explicit):
             program = " ".join(sys.argv[:2]) or sys.executable
-            with (self.directory / f"{os.getpid()}.txt").open("a") as out:
-                out.write(f"{program} (pid {os.getpid()}) connected to {host}:{port}\n")
+            line = f"{program} (pid {os.getpid()}) connected to {host}:{port}\n"
+            try:
+                with (self.directory / f"{os.getpid()}.txt").open("a") as out:
+                    out.write(line)
+            except OSError:  # the session is over: say it where it can be seen
+                sys.stderr.write(f"portguard: {line}")
 
     def __call__(self, event: str, args: tuple[Any, ...]) -> None:
         if event != "socket.connect":

@@ -11,7 +11,7 @@ DB_NAME ?= taskhub
 # every target that talks to it.
 STACK_ENV = eval "$$(scripts/devstack.sh env)"
 
-.PHONY: help install services packages stack stack-down test-stack broker migrate admin dev lint format test test-compat chaos bench clean
+.PHONY: help install services packages stack stack-down test-stack broker migrate admin dev lint format test test-fast test-compat chaos bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ format: install ## Format and autofix
 
 test: install services packages test-stack lint ## Run every test (lint included)
 	$(BIN)/pytest
+
+test-fast: lint ## Lint and the unit tests of the pure parts (tests/unit: no database, no stack; under a minute)
+	$(BIN)/pytest tests/unit
 
 test-compat: install services packages test-stack ## The API tests with every fast path off (the libraries' own behaviour, kit/internals.py)
 	TASKHUB_FAST_PATHS__ENABLED=false $(BIN)/pytest tests/api tests/data

@@ -8,7 +8,7 @@ import jwt
 import pytest
 
 from taskhub_api.settings import Settings
-from tests.api.conftest import PASSWORD, NewUser
+from tests.support.users import PASSWORD, NewUser
 
 REGISTER = "/api/v1/auth/register"
 TOKEN = "/api/v1/auth/token"

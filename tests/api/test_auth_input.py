@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from taskhub_api.ratelimit.limiter import RATELIMIT_DECISIONS
-from tests.api.conftest import PASSWORD, NewUser
 from tests.api.test_bad_input import assert_problem
+from tests.support.users import PASSWORD, NewUser
 
 TOKEN = "/api/v1/auth/token"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -15,8 +15,9 @@ from fastapi import FastAPI
 from taskhub_api.db import Database, raw_connection
 from taskhub_api.main import create_app
 from taskhub_api.settings import Rate, RateLimitSettings, Settings
-from tests.api.conftest import PASSWORD, NewUser
 from tests.api.test_bad_input import assert_problem
+from tests.support.net import CLOSED_PORT
+from tests.support.users import PASSWORD, NewUser
 
 REGISTER = "/api/v1/auth/register"
 TOKEN = "/api/v1/auth/token"
@@ -149,7 +150,7 @@ class TestWithoutRedis:
     async def test_auth_endpoints_fail_open(self, limited: Client) -> None:
         one = Rate(requests=1, per_seconds=3600)
         async with limited(
-            redis_url="redis://127.0.0.1:9/0",  # discard port: nothing listens
+            redis_url=f"redis://127.0.0.1:{CLOSED_PORT}/0",  # nothing listens
             token=one,
             token_per_ip=one,
             register_per_ip=one,

@@ -17,9 +17,9 @@ from fastapi import FastAPI
 from taskhub_api.db import Database, raw_connection
 from taskhub_api.main import create_app
 from taskhub_api.settings import Settings
-from tests.api.conftest import PASSWORD, NewUser
 from tests.api.test_bad_input import assert_problem
 from tests.api.test_oidc import Issuer, bearer, issuer, oidc_client  # noqa: F401 - fixtures
+from tests.support.users import PASSWORD, NewUser
 
 ME = "/api/v1/users/me"
 TOKEN = "/api/v1/auth/token"

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY, generate_latest
 from taskhub_api.main import create_app
 from taskhub_api.observability import _new_request_id
 from taskhub_api.settings import Settings
-from tests.api.conftest import NewUser, create_task
+from tests.support.users import NewUser, create_task
 
 TASKS = "/api/v1/tasks"
 

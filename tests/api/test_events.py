@@ -15,7 +15,7 @@ from taskhub_api.db import Database
 from taskhub_api.identity.principal import Principal, Role
 from taskhub_api.tasks.schemas import TaskCreate
 from taskhub_api.tasks.service import task_service
-from tests.api.conftest import NewUser, create_task
+from tests.support.users import NewUser, create_task
 
 
 async def outbox(app: FastAPI) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from taskhub_api.db import Database
-from tests.api.conftest import NewUser
+from tests.support.users import NewUser
 
 TASKS = "/api/v1/tasks"
 

@@ -14,7 +14,7 @@ from taskhub_api.db import Database
 from taskhub_api.jobs.ledger import Claim, JobBusy, JobContext, LeaseLost, claim
 from taskhub_api.maintenance import jobs as maintenance
 from taskhub_api.settings import Settings
-from tests.api.conftest import NewUser, create_task
+from tests.support.users import NewUser, create_task
 
 
 @pytest.fixture

@@ -8,11 +8,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,8 @@ from taskhub_api.dbhealth import DatabaseMonitor
 from taskhub_api.observability import serve_metrics
 from taskhub_api.settings import Settings
 from tests.monitoring.metric_names import API, families
+from tests.support.net import CLOSED_PORT, free_port
+from tests.support.wait import eventually
 
 TASKHUB = Path(sys.executable).parent / "taskhub"
 # Read from live objects of one process (a pool, the replica monitor): uvicorn workers
@@ -119,7 +120,7 @@ class TestReplicaLag:
             assert lag is not None and lag >= 0
             assert monitor.replica is not None
             await monitor.stop()  # closes the probe connections
-            monitor.replica.dsn = "postgresql://taskhub@127.0.0.1:1/taskhub"
+            monitor.replica.dsn = f"postgresql://taskhub@127.0.0.1:{CLOSED_PORT}/taskhub"
             await monitor.probe_all()
             assert not monitor.replica.up
             assert _sample("taskhub_db_replica_lag_bytes") is None
@@ -144,13 +145,6 @@ def _samples(text: str, name: str) -> list[Sample]:
     ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class TestInProcess:
     async def test_the_app_has_no_metrics_route(self, client: httpx.AsyncClient) -> None:
         before = _sample(
@@ -172,7 +166,7 @@ class TestInProcess:
             return (await client.get("/health/ready")).status_code == 200
 
         await eventually(ready, within=30)
-        server = serve_metrics("127.0.0.1", _free_port())
+        server = serve_metrics("127.0.0.1", free_port())
         try:
             async with httpx.AsyncClient(timeout=10) as http:
                 response = await http.get(f"http://127.0.0.1:{server.server_port}/metrics")
@@ -228,7 +222,7 @@ def start_api(settings: Settings, tmp_path: Path) -> Iterator[StartApi]:
     started: list[ApiProcess] = []
 
     def start(*args: str) -> ApiProcess:
-        port, metrics_port = _free_port(), _free_port()
+        port, metrics_port = free_port(), free_port()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("TASKHUB_", "OTEL_"))},
             "TASKHUB_DB__URL": settings.db.url,
@@ -269,13 +263,6 @@ def start_api(settings: Settings, tmp_path: Path) -> Iterator[StartApi]:
     yield start
     for api in started:
         api.stop()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 20) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.2)
 
 
 async def _probes(api: ApiProcess, count: int) -> None:

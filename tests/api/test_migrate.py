@@ -25,6 +25,7 @@ from taskhub_api.schema import (
     migrations_dir,
 )
 from tests.conftest import ROOT, pg_url
+from tests.support.net import CLOSED_PORT
 
 TASKHUB = Path(sys.executable).with_name("taskhub")
 ALEMBIC = Path(sys.executable).with_name("alembic")
@@ -208,7 +209,7 @@ class TestMigrate:
         assert f"schema already at {HEAD}: nothing to do" in again.stdout
 
     async def test_unreachable_database_is_one_line(self) -> None:
-        run = await migrate("postgresql+asyncpg://postgres@127.0.0.1:1/taskhub")
+        run = await migrate(f"postgresql+asyncpg://postgres@127.0.0.1:{CLOSED_PORT}/taskhub")
         assert_one_line_error(run, "cannot reach the database")
 
     async def test_a_failing_revision_leaves_nothing_half_applied(

@@ -27,7 +27,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from taskhub_api.main import create_app
 from taskhub_api.settings import Settings
-from tests.api.conftest import NewUser
+from tests.support.users import NewUser
 
 CLIENT = "taskhub-api"
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import Actor, NewUser, create_task
+from tests.support.users import Actor, NewUser, create_task
 
 TASKS = "/api/v1/tasks"
 PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "urgent": 3}

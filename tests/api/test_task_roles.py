@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import Actor, NewUser, create_task
+from tests.support.users import Actor, NewUser, create_task
 
 # (role, relation) -> expected status of each action
 READ, EDIT, EDIT_STATUS, DELETE, RESTORE = "read", "edit", "edit_status", "delete", "restore"

@@ -8,7 +8,7 @@ import pytest
 from fastapi import FastAPI
 
 from taskhub_api.db import Database, raw_connection
-from tests.api.conftest import NewUser, create_task
+from tests.support.users import NewUser, create_task
 
 TASKS = "/api/v1/tasks"
 

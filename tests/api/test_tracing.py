@@ -15,7 +15,7 @@ from taskhub_api import logcontext, tracing
 from taskhub_api.db import Database
 from taskhub_api.observability import JSONFormatter, request_id_var
 from taskhub_api.settings import Settings, otel_exporting
-from tests.api.conftest import NewUser
+from tests.support.users import NewUser
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

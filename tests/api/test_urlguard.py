@@ -34,7 +34,7 @@ from taskhub_api.settings import Settings, WebhookSettings
 from taskhub_api.webhooks.jobs import DeliveryFailed, deliver, delivery_id, delivery_job, send
 from taskhub_api.webhooks.transport import PinnedTransport
 from taskhub_api.webhooks.urlguard import UnsafeUrl, check_url
-from tests.api.conftest import NewUser, create_task
+from tests.support.users import NewUser, create_task
 
 PUBLIC = "93.184.216.34"
 LOOPBACK = [ip_network("127.0.0.0/8"), ip_network("::1/128")]

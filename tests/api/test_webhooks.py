@@ -31,9 +31,9 @@ from taskhub_api.webhooks.keyring import KeyRing, SecretUnavailable
 from taskhub_api.webhooks.repository import WebhookRepository
 from taskhub_api.webhooks.service import Rotation, rotate_secrets
 from taskhub_api.webhooks.signing import sign, verify
-from tests.api.conftest import NewUser, create_task
 from tests.api.test_urlguard import Receiver, serve
 from tests.conftest import pg_url
+from tests.support.users import NewUser, create_task
 
 HOOKS = "/api/v1/webhooks"
 PUBLIC_URL = "https://93.184.216.34/hooks/taskhub"  # an IP literal: no DNS lookup

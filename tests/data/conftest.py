@@ -4,17 +4,15 @@ Tests stop and start those processes for real; every wait is bounded."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import httpx
@@ -26,34 +24,23 @@ from taskhub_api.schema import alembic_config
 from tests.stack import (
     BOUNCER_RO_URL,
     BOUNCER_URL,
+    PGBOUNCER_PORT,
     PRIMARY_DSN,
+    PRIMARY_PORT,
+    REDIS_PORT,
     REDIS_URL,
     REPLICA_DSN,
+    REPLICA_PORT,
     ROOT,
     devstack,
 )
+from tests.support.net import free_port, listening
+from tests.support.wait import eventually
 
-T = TypeVar("T")
 PASSWORD = "correct-horse-42"
 SECRET = "data-tests-secret-key-long-enough-for-hs256"
 TOKEN_HEADER = "Consistency-Token"
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T]], *, within: float = 15, interval: float = 0.1
-) -> T:
-    """The first truthy result of ``check`` within ``within`` seconds, else fail."""
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = await check()
-        except (httpx.HTTPError, OSError, asyncpg.PostgresError) as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last  # type: ignore[no-any-return]
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {within} s (last: {last!r})")
+STACK_PORTS = (PRIMARY_PORT, REPLICA_PORT, PGBOUNCER_PORT, REDIS_PORT)
 
 
 async def sql(dsn: str, query: str, *args: Any) -> Any:
@@ -155,17 +142,10 @@ class Server:
             self.process.wait(5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def spawn_server(tmp: Path, overrides: dict[str, str]) -> Server:
     """A `taskhub api` process on the test stack, not waited for (readiness tests watch
     it from its first instant); ``overrides`` are environment variables."""
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         "TASKHUB_DB__URL": BOUNCER_URL,
@@ -246,7 +226,9 @@ def server(start_server: StartServer) -> Server:
 
 
 async def _restore(server: Server) -> None:
-    devstack("up")
+    # devstack.sh starts what is down; when every part listens there is nothing to start.
+    if not all(listening(port) for port in STACK_PORTS):
+        devstack("up")
     if await replica_sql("SELECT pg_is_wal_replay_paused()"):
         await replica_sql("SELECT pg_wal_replay_resume()")
     await eventually(server.ready, within=30)

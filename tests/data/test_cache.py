@@ -19,10 +19,10 @@ from tests.data.conftest import (
     Actor,
     Server,
     create_task,
-    eventually,
     replica_sql,
 )
 from tests.stack import REDIS_URL, devstack
+from tests.support.wait import eventually
 
 TASKS = "/api/v1/tasks"
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.stack import SCRIPT
+from tests.support.net import free_ports
 
 RELOCATED = Path("/var/lib/taskhub-devstack")
 
@@ -25,21 +26,10 @@ def healthy_stack() -> Iterator[None]:
     yield
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 class Stack:
     def __init__(self, name: Path) -> None:
         self.name = name
-        primary, replica, bouncer, redis = _free_ports(4)
+        primary, replica, bouncer, redis = free_ports(4)
         self.primary_port, self.redis_port = primary, redis
         self.env = {
             **os.environ,

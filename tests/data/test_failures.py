@@ -14,10 +14,10 @@ from tests.data.conftest import (
     Server,
     StartServer,
     create_task,
-    eventually,
     replica_sql,
 )
 from tests.stack import PRIMARY_DSN, devstack
+from tests.support.wait import eventually
 
 TASKS = "/api/v1/tasks"
 

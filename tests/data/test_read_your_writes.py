@@ -12,11 +12,11 @@ from tests.data.conftest import (
     Server,
     StartServer,
     create_task,
-    eventually,
     primary_sql,
     replica_sql,
 )
 from tests.stack import devstack
+from tests.support.wait import eventually
 
 TASKS = "/api/v1/tasks"
 

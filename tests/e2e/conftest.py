@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 from taskhub_api.settings import Settings
+from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,12 +26,6 @@ class LiveServer:
     log: Path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def live_server(
     settings: Settings, tmp_path_factory: pytest.TempPathFactory
@@ -41,6 +35,8 @@ def live_server(
     env = {
         **os.environ,
         "TASKHUB_DB__URL": settings.db.url,
+        "TASKHUB_REDIS__URL": settings.redis.url,
+        "TASKHUB_REDIS__KEY_PREFIX": settings.redis.key_prefix,
         "TASKHUB_AUTH__SECRET_KEY": settings.auth.secret_key.get_secret_value(),
         "TASKHUB_LOG_LEVEL": "WARNING",
     }

@@ -4,7 +4,6 @@ alerts read."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import threading
 import time
@@ -19,6 +18,8 @@ import yaml
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from tests.support.net import free_port
 
 from .monitoring_helpers import API_JOB, WORKER_JOB, default_groups, records, write_rule_file
 
@@ -79,13 +80,6 @@ def worker_families(t: float) -> Iterator[Metric]:
     for outcome, rate in JOBS.items():
         jobs.add_metric(["webhooks.deliver", outcome], rate * t)
     yield jobs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Quiet(WSGIRequestHandler):

@@ -9,9 +9,7 @@ import asyncio
 import base64
 import contextlib
 import os
-import random
-import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +17,8 @@ import httpx
 import pytest
 from kopf.testing import KopfRunner
 
-from tests.conftest import ROOT
 from tests.operator.apiserver import ApiServer, serving
-from tests.workers.conftest import Broker, _is_free, wait_for
+from tests.support.wait import eventually
 
 # Read when taskhub_operator.handlers is imported (the timer's interval).
 os.environ["TASKHUB_OPERATOR_INTERVAL"] = "0.3"
@@ -50,7 +47,6 @@ RESOURCES: dict[str, dict[str, Any]] = {
         "namespaced": False,
     },
 }
-__all__ = ["wait_for"]
 
 
 # Every request the operator made in this session (kopf's and its own client's):
@@ -191,7 +187,7 @@ class Cluster:
             found = await self.events(reason)
             return found if len(found) >= count else None
 
-        return await wait_for(check, 10, f"{count} Event(s) {reason}")  # type: ignore[no-any-return]
+        return await eventually(check, 10, f"{count} Event(s) {reason}")  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -272,25 +268,6 @@ async def running_operator(namespace: str = NS) -> AsyncIterator[KopfRunner]:
 async def operator(apiserver: ApiServer) -> AsyncIterator[KopfRunner]:
     async with running_operator() as runner:
         yield runner
-
-
-# RabbitMQ with its management API
-
-
-@pytest.fixture(scope="session")
-def managed_broker() -> Iterator[Broker]:
-    for _ in range(50):
-        port = random.randint(30000, 44000)
-        if all(_is_free(p) for p in (port, port + 20000, port + 1)):
-            break
-    directory = ROOT / ".local" / f"test-rabbitmq-{port}"
-    node = Broker(port, directory, management_port=port + 1)
-    node.start()
-    try:
-        yield node
-    finally:
-        node.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def credentials_secret(name: str = "taskhub-rabbitmq-default-user") -> dict[str, Any]:

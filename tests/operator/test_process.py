@@ -23,10 +23,11 @@ from tests.operator.conftest import (
     Cluster,
     deployment,
     taskhub,
-    wait_for,
 )
 from tests.operator.test_rollout import MANAGED, posts_to_jobs, until_images, until_job
-from tests.workers.conftest import TASKHUB, free_port
+from tests.support.net import free_port
+from tests.support.wait import eventually
+from tests.workers.conftest import TASKHUB
 
 
 class Process:
@@ -89,7 +90,7 @@ async def test_killed_mid_migration_and_restarted_it_makes_no_second_job(
         response = await process.get(process.health_port, "/healthz")
         return response is not None and response.status_code == 200
 
-    await wait_for(healthy, 30, "the operator's /healthz")
+    await eventually(healthy, 30, "the operator's /healthz")
     for name in MANAGED:
         await cluster.create(DEPLOYMENTS, deployment(name, OLD))
     await cluster.create(TASKHUBS, taskhub(NEW))
@@ -98,9 +99,9 @@ async def test_killed_mid_migration_and_restarted_it_makes_no_second_job(
 
     process.kill()
     process.start()
-    await wait_for(healthy, 30, "the restarted operator's /healthz")
+    await eventually(healthy, 30, "the restarted operator's /healthz")
     for _ in range(5):  # several passes of the new process
-        await wait_for(cluster.taskhub, 1, "a pass")
+        await eventually(cluster.taskhub, 1, "a pass")
     await cluster.finish_job(expand, succeeded=True)
     await until_images(cluster, NEW)
     assert posts_to_jobs(apiserver).count(expand) == 1

@@ -16,7 +16,8 @@ import yaml
 
 from taskhub_operator import kube
 from tests.conftest import ROOT
-from tests.operator.conftest import running_operator, wait_for
+from tests.operator.conftest import running_operator
+from tests.support.wait import eventually
 
 KUBECONFIG = os.environ.get("TASKHUB_TEST_KUBECONFIG", "")
 CRD = ROOT / "charts" / "taskhub" / "crds" / "taskhubs.taskhub.io.yaml"
@@ -100,8 +101,8 @@ async def test_a_rollout_waits_for_its_migration_on_a_real_cluster(
         )
 
     async with running_operator(namespace):
-        await wait_for(lambda: current(OLD), 300, f"{OLD} rolled out")
+        await eventually(lambda: current(OLD), 300, f"{OLD} rolled out")
         await api.merge_patch(f"{path}/taskhub", {"spec": {"image": NEW}})
-        await wait_for(lambda: current(NEW), 300, f"{NEW} rolled out")
+        await eventually(lambda: current(NEW), 300, f"{NEW} rolled out")
     jobs = await api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs")
     assert len(jobs["items"]) == 4  # expand and contract, per image

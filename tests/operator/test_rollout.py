@@ -16,8 +16,8 @@ from tests.operator.conftest import (
     deployment,
     running_operator,
     taskhub,
-    wait_for,
 )
+from tests.support.wait import eventually
 
 NEWER = "registry.example/taskhub:1.4.1"
 MANAGED = ("taskhub-api", "taskhub-relay")
@@ -36,7 +36,7 @@ async def until_condition(cluster: Cluster, kind: str, status: str, reason: str)
         return None
 
     try:
-        return await wait_for(check, 15, f"{kind}={status} ({reason})")  # type: ignore[no-any-return]
+        return await eventually(check, 15, f"{kind}={status} ({reason})")  # type: ignore[no-any-return]
     except AssertionError:
         raise AssertionError(
             f"{kind}: wanted {status}/{reason}, have {await cluster.condition(kind)}"
@@ -47,14 +47,14 @@ async def until_job(cluster: Cluster, name: str) -> dict[str, Any]:
     async def check() -> dict[str, Any] | None:
         return await cluster.get(f"{JOBS}/{name}")
 
-    return await wait_for(check, 15, f"Job {name}")  # type: ignore[no-any-return]
+    return await eventually(check, 15, f"Job {name}")  # type: ignore[no-any-return]
 
 
 async def until_images(cluster: Cluster, image: str) -> None:
     async def check() -> bool:
         return all([await cluster.image_of(name) == image for name in MANAGED])
 
-    await wait_for(check, 15, f"every managed Deployment on {image}")
+    await eventually(check, 15, f"every managed Deployment on {image}")
 
 
 async def roll_all(cluster: Cluster) -> None:
@@ -138,7 +138,7 @@ class TestGate:
         # Ready: the old version keeps serving.
         assert await status_of(cluster, "Ready") == ("True", "Available")
         for _ in range(3):  # several passes: the gate holds
-            await wait_for(cluster.taskhub, 1, "a pass")
+            await eventually(cluster.taskhub, 1, "a pass")
             assert [await cluster.image_of(n) for n in MANAGED] == [OLD, OLD]
         # lastTransitionTime moves only when the status flips.
         again = await cluster.condition("Migrated")
@@ -214,7 +214,7 @@ class TestGate:
         assert await cluster.get(f"{JOBS}/{first}") is not None
         await cluster.finish_job(first, succeeded=True)
         for _ in range(3):
-            await wait_for(cluster.taskhub, 1, "a pass")
+            await eventually(cluster.taskhub, 1, "a pass")
             assert [await cluster.image_of(n) for n in MANAGED] == [OLD, OLD]
         await cluster.until_events("RolloutSuperseded")
         await complete_rollout(cluster, NEWER)
@@ -276,7 +276,7 @@ class TestExpandContract:
         await cluster.roll("taskhub-api")  # the relay is still rolling
         contract = job_name("taskhub", NEW, "contract")
         for _ in range(3):
-            await wait_for(cluster.taskhub, 1, "a pass")
+            await eventually(cluster.taskhub, 1, "a pass")
             assert await cluster.get(f"{JOBS}/{contract}") is None
         await cluster.roll("taskhub-relay")
         job = await until_job(cluster, contract)
@@ -333,7 +333,7 @@ class TestRestart:
         async with running_operator():
             await until_condition(cluster, "Migrated", "False", "MigrationRunning")
             for _ in range(3):
-                await wait_for(cluster.taskhub, 1, "a pass")
+                await eventually(cluster.taskhub, 1, "a pass")
             await cluster.finish_job(job_name("taskhub", NEW, "expand"), succeeded=True)
             await until_images(cluster, NEW)
         names = posts_to_jobs(apiserver)
@@ -358,7 +358,7 @@ class TestPausedAndDrift:
         await cluster.patch(f"{TASKHUBS}/taskhub", {"spec": {"paused": True, "image": NEW}})
         await until_condition(cluster, "RolledOut", "False", "Paused")
         for _ in range(3):
-            await wait_for(cluster.taskhub, 1, "a pass")
+            await eventually(cluster.taskhub, 1, "a pass")
         assert await cluster.get(f"{JOBS}/{job_name('taskhub', NEW, 'expand')}") is None
         assert [await cluster.image_of(n) for n in MANAGED] == [OLD, OLD]
         assert await status_of(cluster, "Ready") == ("True", "Available")
@@ -370,7 +370,7 @@ class TestPausedAndDrift:
         patched = await cluster.deployment("taskhub-api")
         patched["spec"]["template"]["spec"]["containers"][0]["image"] = "evil/image:1"
         await cluster.patch(f"{DEPLOYMENTS}/taskhub-api", {"spec": patched["spec"]})
-        await wait_for(
+        await eventually(
             lambda: _image_is(cluster, "taskhub-api", OLD), 15, "the drift to be corrected"
         )
         await cluster.until_events("ImageDriftCorrected")

@@ -21,9 +21,10 @@ from tests.operator.conftest import (
     credentials_secret,
     deployment,
     taskhub,
-    wait_for,
 )
-from tests.workers.conftest import Broker, free_port
+from tests.support.broker import Broker
+from tests.support.net import free_port
+from tests.support.wait import eventually
 
 WORKER = "taskhub-worker"
 QUEUE = "notifications"
@@ -111,7 +112,7 @@ async def until_replicas(cluster: Cluster, wanted: int, seconds: float = 20) -> 
         return await replicas(cluster) == wanted
 
     try:
-        await wait_for(check, seconds, f"{WORKER} at {wanted} replicas")
+        await eventually(check, seconds, f"{WORKER} at {wanted} replicas")
     except AssertionError:
         raise AssertionError(
             f"{WORKER}: wanted {wanted} replicas, have {await replicas(cluster)}; "
@@ -127,7 +128,7 @@ async def until_scaling(cluster: Cluster, status: str, reason: str) -> dict[str,
         return None
 
     try:
-        return await wait_for(check, 20, f"ScalingActive={status} ({reason})")  # type: ignore[no-any-return]
+        return await eventually(check, 20, f"ScalingActive={status} ({reason})")  # type: ignore[no-any-return]
     except AssertionError:
         raise AssertionError(
             f"ScalingActive: wanted {status}/{reason}, have "
@@ -174,13 +175,13 @@ class TestQueueDepth:
             held.append(message)  # never acknowledged
 
         await queue.consume(hold)
-        await wait_for(lambda: _true(len(held) == 30), 10, "30 unacknowledged messages")
+        await eventually(lambda: _true(len(held) == 30), 10, "30 unacknowledged messages")
 
         async def consumer_seen() -> bool:
             worker = (await cluster.taskhub())["status"]["workers"][0]
             return bool(worker.get("consumers") == 1)
 
-        await wait_for(consumer_seen, 10, "the consumer in status")
+        await eventually(consumer_seen, 10, "the consumer in status")
         worker = (await cluster.taskhub())["status"]["workers"][0]
         assert worker["messages"] == 95
         assert await replicas(cluster) == 5
@@ -245,7 +246,7 @@ class TestQueueDepth:
             workers = (await cluster.taskhub()).get("status", {}).get("workers") or [{}]
             return bool(workers[0].get("desired") == 5)
 
-        await wait_for(desired, 10, "desired 5 in status")
+        await eventually(desired, 10, "desired 5 in status")
         assert await replicas(cluster) == 1
         assert await cluster.events("ScaledUp") == []
 
@@ -278,7 +279,7 @@ class TestManagementApiFailures:
             worker = (await cluster.taskhub())["status"]["workers"][0]
             return bool(worker["messages"] == 60)
 
-        await wait_for(recovered, 20, "the 60 messages back in status")
+        await eventually(recovered, 20, "the 60 messages back in status")
         # A brief zero while the node recovered its queue was held by the window.
         assert await replicas(cluster) == 3
 

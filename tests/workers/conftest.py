@@ -1,20 +1,16 @@
 """Harness of the async-layer tests: the project's own RabbitMQ node (started here,
 stopped at the end, so tests may restart it), a vhost per test, a real SMTP server
-(aiosmtpd), a real HTTP receiver, and real worker and relay processes."""
+(aiosmtpd), a real HTTP receiver, and real worker and relay processes. The app, client,
+users and cleaning come from tests/conftest.py."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import random
-import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -23,129 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import orjson
 import pytest
 from aiosmtpd.controller import Controller
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from taskhub_api.db import Database
-from taskhub_api.identity.passwords import hash_password
-from taskhub_api.identity.tokens import issue_access_token
-from taskhub_api.main import create_app
 from taskhub_api.settings import (
     BrokerSettings,
     DatabaseSettings,
+    RedisSettings,
     Settings,
     WebhookSettings,
 )
-from taskhub_api.users.repository import UserRepository
-from tests.conftest import ROOT
+from tests.conftest import ROOT, started_app
+from tests.support.broker import Broker
+from tests.support.net import free_port
 
 TASKHUB = str(ROOT / ".venv" / "bin" / "taskhub")
-NODE_SCRIPT = str(ROOT / "scripts" / "rabbitmq-node.sh")
-TABLES = (
-    '"user", task, refresh_token, idempotency_key, event, outbox, job_execution, '
-    "webhook, webhook_delivery, webhook_attempt"
-)
-PASSWORD = "correct-horse-42"
-
-
-async def wait_for(
-    check: Callable[[], Awaitable[Any]], seconds: float, what: str, interval: float = 0.25
-) -> Any:
-    """Polls ``check`` until it returns something truthy; fails the test after
-    ``timeout`` seconds."""
-    deadline = time.monotonic() + seconds
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
-        await asyncio.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# RabbitMQ
-
-
-@dataclass
-class Broker:
-    port: int
-    directory: Path
-    management_port: int | None = None  # the management HTTP API, when set
-
-    def ctl(self, *args: str, timeout: float = 60) -> str:
-        result = subprocess.run(
-            [NODE_SCRIPT, "ctl", str(self.directory), str(self.port), "-q", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=True,
-        )
-        return result.stdout
-
-    def start(self) -> None:
-        env = dict(os.environ)
-        if self.management_port is not None:
-            env["MANAGEMENT_PORT"] = str(self.management_port)
-        subprocess.run(
-            [NODE_SCRIPT, "start", str(self.directory), str(self.port)],
-            check=True,
-            timeout=120,
-            env=env,
-        )
-
-    def stop(self) -> None:
-        subprocess.run(
-            [NODE_SCRIPT, "stop", str(self.directory), str(self.port)], check=True, timeout=120
-        )
-
-    def new_vhost(self) -> str:
-        name = f"t-{uuid.uuid4().hex[:8]}"
-        self.ctl("add_vhost", name)
-        self.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/{name}"
-
-    def depths(self, url: str) -> dict[str, int]:
-        """Messages per queue (ready + unacknowledged) in the URL's vhost."""
-        vhost = url.rsplit("/", 1)[1]
-        out = self.ctl("list_queues", "-p", vhost, "name", "messages", "--no-table-headers")
-        pairs = (line.split() for line in out.splitlines() if line.strip())
-        return {p[0]: int(p[1]) for p in pairs if len(p) == 2}
-
-
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    # Ports of the node and its Erlang distribution (port + 20000) must both be free.
-    for _ in range(50):
-        port = random.randint(30000, 44000)
-        if all(_is_free(p) for p in (port, port + 20000)):
-            break
-    directory = ROOT / ".local" / f"test-rabbitmq-{port}"
-    node = Broker(port, directory)
-    node.start()
-    try:
-        yield node
-    finally:
-        node.stop()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 # SMTP and HTTP receivers
@@ -232,83 +122,25 @@ def receiver() -> Iterator[Receiver]:
         server.shutdown()
 
 
-# The API in-process (loopback webhooks allowed) and the database
+# The API in-process, with loopback webhooks allowed (the receiver is local)
 
 
 @pytest.fixture(scope="session")
-def permissive_settings(database_url: str) -> Settings:
-    return Settings(
-        db=DatabaseSettings(url=database_url),
-        webhooks=WebhookSettings(allowed_networks=["127.0.0.0/8", "::1/128"]),  # type: ignore[list-item]
-        log_json=False,
-        log_level="WARNING",
-    )
+def settings(settings: Settings) -> Settings:
+    webhooks = WebhookSettings(allowed_networks=["127.0.0.0/8", "::1/128"])  # type: ignore[list-item]
+    return settings.model_copy(update={"webhooks": webhooks})
 
 
 @pytest.fixture(scope="session")
-async def api(permissive_settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(permissive_settings)
-    async with LifespanManager(application):
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """This package's own app (tests/conftest.py's fixture, on these settings)."""
+    async with started_app(settings) as application:
         yield application
 
 
-@pytest.fixture
-async def client(api: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=api)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
-
-
-@pytest.fixture
-def db(api: FastAPI) -> Database:
-    database: Database = api.state.db
-    return database
-
-
 @pytest.fixture(autouse=True)
-async def clean_database(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-async def pg(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-@dataclass
-class User:
-    id: uuid.UUID
-    username: str
-    email: str
-    headers: dict[str, str]
-
-
-@pytest.fixture
-def new_user(api: FastAPI, permissive_settings: Settings) -> Callable[..., Awaitable[User]]:
-    async def create(*roles: str) -> User:
-        roles_list = list(roles) or ["user"]
-        name = f"{roles_list[0]}-{uuid.uuid4().hex[:8]}"
-        db: Database = api.state.db
-        async with db.transaction() as session:
-            user = await UserRepository(session).create(
-                username=name,
-                email=f"{name}@example.com",
-                password_hash=await hash_password(PASSWORD),
-                roles=roles_list,
-            )
-        assert user is not None
-        token = issue_access_token(permissive_settings.auth, user.id, name, roles_list)
-        return User(user.id, name, user.email, {"Authorization": f"Bearer {token}"})
-
-    return create
+def cleaned(clean_database: None) -> None:
+    """Every test starts on empty tables."""
 
 
 # Worker and relay processes
@@ -326,6 +158,9 @@ class Stack:
     def settings(self, database_url: str) -> Settings:
         return Settings(
             db=DatabaseSettings(url=database_url),
+            redis=RedisSettings(
+                url=self.env["TASKHUB_REDIS__URL"], key_prefix=self.env["TASKHUB_REDIS__KEY_PREFIX"]
+            ),
             broker=BrokerSettings(url=self.broker_url, retry_backoff_seconds=1),
             log_json=False,
         )
@@ -365,9 +200,9 @@ class Stack:
 
     def api(self, redis_url: str) -> str:
         """The API as a process of its own (``taskhub api``); its base URL. Tokens of
-        ``permissive_settings`` are valid there."""
+        ``settings`` are valid there."""
+        assert self.env["TASKHUB_REDIS__URL"] == redis_url
         port = free_port()
-        self.env["TASKHUB_REDIS__URL"] = redis_url
         self.spawn(
             "api",
             "--host=127.0.0.1",
@@ -415,14 +250,16 @@ def stack(
     database_url: str,
     smtp: tuple[MailSink, int],
     tmp_path: Path,
-    permissive_settings: Settings,
+    settings: Settings,
 ) -> Iterator[Stack]:
     url = broker.new_vhost()
     env = {
         # Tracing is off unless a test turns it on.
         **{k: v for k, v in os.environ.items() if not k.startswith(("TASKHUB_", "OTEL_"))},
         "TASKHUB_DB__URL": database_url,
-        "TASKHUB_AUTH__SECRET_KEY": permissive_settings.auth.secret_key.get_secret_value(),
+        "TASKHUB_REDIS__URL": settings.redis.url,
+        "TASKHUB_REDIS__KEY_PREFIX": settings.redis.key_prefix,
+        "TASKHUB_AUTH__SECRET_KEY": settings.auth.secret_key.get_secret_value(),
         "TASKHUB_BROKER__URL": url,
         "TASKHUB_BROKER__RETRY_BACKOFF_SECONDS": "1",
         "TASKHUB_BROKER__JOB_LEASE_SECONDS": "6",

@@ -10,11 +10,11 @@ import httpx
 from taskhub_api.jobs.schemas import JobRequest
 from taskhub_api.settings import Settings
 from taskhub_workers.app import create_app
-from tests.workers.conftest import User
+from tests.support.users import Actor
 
 
 async def create_webhook(
-    client: httpx.AsyncClient, owner: User, url: str, events: list[str], **extra: Any
+    client: httpx.AsyncClient, owner: Actor, url: str, events: list[str], **extra: Any
 ) -> dict[str, Any]:
     response = await client.post(
         "/api/v1/webhooks", json={"url": url, "events": events, **extra}, headers=owner.headers
@@ -22,15 +22,6 @@ async def create_webhook(
     assert response.status_code == 201, response.text
     hook: dict[str, Any] = response.json()
     return hook
-
-
-async def create_task(client: httpx.AsyncClient, owner: User, **fields: Any) -> dict[str, Any]:
-    response = await client.post(
-        "/api/v1/tasks", json={"title": "A task", **fields}, headers=owner.headers
-    )
-    assert response.status_code == 201, response.text
-    task: dict[str, Any] = response.json()
-    return task
 
 
 async def event_id(pg: asyncpg.Connection, aggregate_id: Any, type: str) -> uuid.UUID:

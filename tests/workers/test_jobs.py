@@ -8,17 +8,16 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Awaitable, Callable
 
 import asyncpg
 import httpx
 
 from taskhub_api.webhooks.jobs import delivery_job
 from taskhub_workers import dlq
-from tests.workers.conftest import TASKHUB, Receiver, Stack, User, job_state, wait_for
-from tests.workers.helpers import create_task, create_webhook, enqueue, event_id
-
-NewUser = Callable[..., Awaitable[User]]
+from tests.support.users import NewUser, create_task
+from tests.support.wait import eventually
+from tests.workers.conftest import TASKHUB, Receiver, Stack, job_state
+from tests.workers.helpers import create_webhook, enqueue, event_id
 
 
 def _deliveries(receiver: Receiver, path: str) -> set[str]:
@@ -46,7 +45,7 @@ class TestDeadLetters:
         async def dead_letters() -> list[dlq.DeadLetter]:
             return await asyncio.to_thread(dlq.list_dead, stack.broker_url, "webhooks")
 
-        letters = await wait_for(dead_letters, 60, "the job in webhooks.dlq")
+        letters = await eventually(dead_letters, 60, "the job in webhooks.dlq")
         await asyncio.sleep(2)  # nothing more may arrive once it is dead-lettered
         assert len(receiver.at(path)) == 4, stack.log_text()
         assert len(_deliveries(receiver, path)) == 1  # one delivery id on every attempt
@@ -80,7 +79,7 @@ class TestDeadLetters:
             state = await job_state(pg, key)
             return state is not None and state["status"] == "done"
 
-        await wait_for(done, 30, "the replayed job to succeed")
+        await eventually(done, 30, "the replayed job to succeed")
         assert len(receiver.at(path)) == 5
         assert await dead_letters() == []
 
@@ -110,7 +109,7 @@ class TestExactlyOnce:
             # a deferral, while the first worker still held the lease).
             return stack.log_text().count("already done; duplicate delivery acknowledged") >= 5
 
-        await wait_for(settled, 60, "every copy to be consumed", interval=0.5)
+        await eventually(settled, 60, "every copy to be consumed", interval=0.5)
         await asyncio.sleep(1)
         logs = stack.log_text()
         assert logs.count("already done; duplicate delivery acknowledged") == 5, logs
@@ -140,7 +139,7 @@ class TestExactlyOnce:
         async def in_flight() -> bool:
             return len(receiver.at(path)) == 1
 
-        await wait_for(in_flight, 30, "the job to reach the receiver")
+        await eventually(in_flight, 30, "the job to reach the receiver")
         os.killpg(first.pid, signal.SIGKILL)  # mid-job: the request is still unanswered
         first.wait(10)
         receiver.gate[path].set()
@@ -151,7 +150,7 @@ class TestExactlyOnce:
             state = await job_state(pg, job.key)
             return state is not None and state["status"] == "done"
 
-        await wait_for(done, 60, "the job to complete after the restart")
+        await eventually(done, 60, "the job to complete after the restart")
         await asyncio.sleep(1)
         state = await job_state(pg, job.key)
         assert state is not None and state["attempts"] == 2, stack.log_text()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 import asyncpg
 import httpx
@@ -24,8 +23,11 @@ from taskhub_api.maintenance.jobs import (
 )
 from taskhub_workers import beat_metrics, relay_metrics, topology
 from tests.monitoring.metric_names import BEAT, RELAY, WORKERS, families
-from tests.workers.conftest import Stack, User, free_port, wait_for
-from tests.workers.helpers import create_task, enqueue
+from tests.support.net import free_port
+from tests.support.users import NewUser, create_task
+from tests.support.wait import eventually
+from tests.workers.conftest import Stack
+from tests.workers.helpers import enqueue
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 WELCOME = "notifications.welcome_email"
@@ -64,7 +66,7 @@ class TestRelayAndWorkerMetrics:
             ran = value(samples, "taskhub_jobs_total", task=WELCOME, outcome="succeeded")
             return samples if ran == 1.0 else None
 
-        worker = await wait_for(welcomed, 30, "the welcome job in the worker's metrics")
+        worker = await eventually(welcomed, 30, "the welcome job in the worker's metrics")
         assert value(worker, "taskhub_job_duration_seconds_count", task=WELCOME) == 1.0
         # Stamped by the dispatcher when it published the job.
         assert value(worker, "taskhub_job_queue_wait_seconds_count", task=WELCOME) == 1.0
@@ -114,12 +116,12 @@ class TestWorkerOutcomes:
             )
             return samples if counted == 1.0 else None
 
-        ran = await wait_for(lambda: outcome("succeeded"), 30, "the first run")
+        ran = await eventually(lambda: outcome("succeeded"), 30, "the first run")
         waited = value(ran, "taskhub_job_queue_wait_seconds_sum", task=EXPIRE_IDEMPOTENCY_KEYS)
         assert waited is not None and waited >= 1.0
 
         await enqueue(settings, JobRequest(EXPIRE_IDEMPOTENCY_KEYS, str(uuid.uuid4())))
-        samples = await wait_for(lambda: outcome("duplicate"), 30, "the duplicate")
+        samples = await eventually(lambda: outcome("duplicate"), 30, "the duplicate")
         assert "already done; duplicate delivery acknowledged" in stack.log_text()
         succeeded = value(
             samples, "taskhub_jobs_total", task=EXPIRE_IDEMPOTENCY_KEYS, outcome="succeeded"
@@ -132,7 +134,7 @@ class TestOutboxSample:
         self,
         db: Database,
         client: httpx.AsyncClient,
-        new_user: Callable[..., Awaitable[User]],
+        new_user: NewUser,
         pg: asyncpg.Connection,
     ) -> None:
         def gauge(name: str) -> float | None:
@@ -171,7 +173,7 @@ class TestBeatMetrics:
             counts = [value(samples, "taskhub_beat_sent_total", task=t) for t in scheduled]
             return samples if all((c or 0) >= 2 for c in counts) else None
 
-        samples = await wait_for(sent_twice, 30, "two sends of each schedule entry")
+        samples = await eventually(sent_twice, 30, "two sends of each schedule entry")
         now = time.time()
         for task in scheduled:
             last = value(samples, "taskhub_beat_last_sent_timestamp_seconds", task=task)

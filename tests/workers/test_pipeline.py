@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -15,10 +14,11 @@ import httpx
 import orjson
 
 from taskhub_api.notifications.email import message_id
-from tests.workers.conftest import MailSink, Receiver, Stack, User, free_port, wait_for
-from tests.workers.helpers import create_task, create_webhook
-
-NewUser = Callable[..., Awaitable[User]]
+from tests.support.net import free_port
+from tests.support.users import NewUser, create_task
+from tests.support.wait import eventually
+from tests.workers.conftest import MailSink, Receiver, Stack
+from tests.workers.helpers import create_webhook
 
 
 async def _ready(value: bool) -> bool:
@@ -44,7 +44,7 @@ class TestWebhookDelivery:
         stack.relay()
         task = await create_task(client, owner, title="Sign me")
 
-        await wait_for(lambda: _ready(len(receiver.at(path)) == 1), 30, "the delivery")
+        await eventually(lambda: _ready(len(receiver.at(path)) == 1), 30, "the delivery")
         (request,) = receiver.at(path)
         # The receiver's side of docs/async.md: HMAC-SHA256 over "<t>.<raw body>".
         fields = dict(
@@ -72,7 +72,7 @@ class TestWebhookDelivery:
             (item,) = log.json()["items"]
             return item if item["status"] != "pending" else None
 
-        delivery = await wait_for(delivered, 10, "the delivery's outcome")
+        delivery = await eventually(delivered, 10, "the delivery's outcome")
         assert delivery["id"] == request.headers["X-TaskHub-Delivery"]
         assert delivery["status"] == "succeeded"
         assert [a["response_status"] for a in delivery["attempts"]] == [200]
@@ -83,7 +83,7 @@ class TestWebhookDelivery:
             headers=owner.headers,
         )
         assert again.status_code == 202
-        await wait_for(lambda: _ready(len(receiver.at(path)) == 2), 30, "the redelivery")
+        await eventually(lambda: _ready(len(receiver.at(path)) == 2), 30, "the redelivery")
         second = receiver.at(path)[1]
         assert second.headers["X-TaskHub-Delivery"] == again.json()["id"] != delivery["id"]
         assert orjson.loads(second.body)["id"] == body["id"]
@@ -110,7 +110,7 @@ class TestWebhookDelivery:
         async def delivered() -> bool:
             return all(len(receiver.at(p)) == 1 for p in ("/o", "/a", "/adm"))
 
-        await wait_for(delivered, 30, "deliveries to the owner, assignee and admin")
+        await eventually(delivered, 30, "deliveries to the owner, assignee and admin")
         # The dispatcher made three jobs of the event: none for the stranger.
         assert "(task.created): 3 jobs" in stack.log_text()
         assert receiver.at("/s") == []
@@ -153,7 +153,7 @@ class TestMail:
         )
         assert patch.status_code == 200
 
-        await wait_for(
+        await eventually(
             lambda: _ready(bool(sink.to("newcomer@example.com")) and bool(sink.to(assignee.email))),
             30,
             "both mails",

@@ -27,7 +27,9 @@ from tests.monitoring.monitoring_helpers import (
     scrape_jobs,
     write_rule_file,
 )
-from tests.workers.conftest import Stack, free_port, wait_for
+from tests.support.net import free_port
+from tests.support.wait import eventually
+from tests.workers.conftest import Stack
 
 NAMESPACE = "taskhub"
 WELCOME = "notifications.welcome_email"
@@ -228,8 +230,10 @@ class TestPrometheusScrapesTheStack:
             await load.send("GET", "/api/v1/no-such-thing", 404)
             # The API's own port has no /metrics: an unknown path, counted as one.
             await load.send("GET", "/metrics", 404)
-            await wait_for(lambda: welcomes_seen(1), 30, f"the first welcome job\n{scraped.logs()}")
-            await wait_for(requests_seen, 15, f"the warm-up requests\n{scraped.logs()}")
+            await eventually(
+                lambda: welcomes_seen(1), 30, f"the first welcome job\n{scraped.logs()}"
+            )
+            await eventually(requests_seen, 15, f"the warm-up requests\n{scraped.logs()}")
 
             for _ in range(4):
                 await load.register()
@@ -251,10 +255,10 @@ class TestPrometheusScrapesTheStack:
             assert len(load.statuses) == 52
             assert not [s for s in load.statuses if s >= 500]
 
-            await wait_for(
+            await eventually(
                 lambda: welcomes_seen(load.registered), 30, f"the welcome jobs\n{scraped.logs()}"
             )
-            await wait_for(requests_seen, 15, f"the load\n{scraped.logs()}")
+            await eventually(requests_seen, 15, f"the load\n{scraped.logs()}")
             scraped_at = time.time()
 
             async def recorded() -> dict[str, float] | None:
@@ -275,7 +279,7 @@ class TestPrometheusScrapesTheStack:
                     found[sli] = float(series[0]["value"][1])
                 return found
 
-            slis = await wait_for(recorded, 15, f"the recorded SLIs\n{scraped.logs()}")
+            slis = await eventually(recorded, 15, f"the recorded SLIs\n{scraped.logs()}")
 
             # No 5xx among the counted requests (the 404s count as good), no dead letter.
             assert slis["api_errors"] == 0.0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,10 +19,11 @@ import pytest
 from taskhub_api.db import Database, driver_connection
 from taskhub_api.events.repository import OutboxRepository, record_event
 from taskhub_workers.relay import Relay
-from tests.workers.conftest import Broker, MailSink, Receiver, Stack, User, job_state, wait_for
+from tests.support.broker import Broker
+from tests.support.users import NewUser
+from tests.support.wait import eventually
+from tests.workers.conftest import MailSink, Receiver, Stack, job_state
 from tests.workers.helpers import create_webhook
-
-NewUser = Callable[..., Awaitable[User]]
 
 
 @asynccontextmanager
@@ -73,7 +74,7 @@ class TestRelay:
         relays = [Relay(settings, db) for _ in range(3)]
         async with tap(stack.broker_url) as seen:
             counts = await asyncio.gather(*(relay.drain() for relay in relays))
-            await wait_for(lambda: _ready(len(seen) >= 300), 30, "300 events")
+            await eventually(lambda: _ready(len(seen) >= 300), 30, "300 events")
             await asyncio.sleep(0.5)
         for relay in relays:
             await relay.close()
@@ -119,7 +120,7 @@ class TestRelay:
             async with db.read_sessions() as session:
                 assert await OutboxRepository(session).pending_partitions() != []
             stack.relay()  # a fresh relay (and the dispatcher) resumes
-            await wait_for(lambda: _ready(len(seen) == 2), 30, "the event twice")
+            await eventually(lambda: _ready(len(seen) == 2), 30, "the event twice")
         assert seen[0]["message_id"] == seen[1]["message_id"]
         key = f"notifications.welcome_email:{seen[0]['id']}"
 
@@ -127,8 +128,8 @@ class TestRelay:
             state = await job_state(pg, key)
             return state is not None and state["status"] == "done"
 
-        await wait_for(done, 30, "the welcome mail job")
-        await wait_for(
+        await eventually(done, 30, "the welcome mail job")
+        await eventually(
             lambda: _ready("already done" in stack.log_text()), 30, "the duplicate to be dropped"
         )
         sink, _ = smtp
@@ -169,7 +170,7 @@ class TestBrokerRestart:
         def task_ids() -> list[str]:
             return [orjson.loads(r.body)["payload"]["task"]["id"] for r in receiver.at(path)]
 
-        await wait_for(
+        await eventually(
             lambda: _ready(set(task_ids()) == set(created)), 120, "every event", interval=0.5
         )
         await asyncio.sleep(2)

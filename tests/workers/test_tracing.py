@@ -5,17 +5,17 @@ the Celery job, and the log lines of each step carry them (docs/async.md, "Traci
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
 import httpx
 
 from taskhub_workers import topology
-from tests.workers.conftest import Receiver, Stack, User, wait_for
+from tests.support.users import NewUser
+from tests.support.wait import eventually
+from tests.workers.conftest import Receiver, Stack
 from tests.workers.helpers import create_webhook
 
-NewUser = Callable[..., Awaitable[User]]
 # On in the started processes, exported to their stdout: no network.
 TRACING_ENV = {
     "OTEL_TRACES_EXPORTER": "console",
@@ -75,7 +75,7 @@ class TestTracingOn:
         assert created.status_code == 201, created.text
         assert created.headers["x-request-id"] == request_id
 
-        line = await wait_for(lambda: job_line(stack, request_id), 30, "the job's log line")
+        line = await eventually(lambda: job_line(stack, request_id), 30, "the job's log line")
         assert line["trace_id"] == trace_id, stack.log_text()[-5000:]
         assert line["span_id"] not in (parent_id, "0" * 16)  # a span of the worker's own
 
@@ -136,13 +136,13 @@ class TestTracingOff:
             async def published() -> aio_pika.abc.AbstractIncomingMessage | None:
                 return await tap.get(no_ack=True, fail=False)
 
-            message = await wait_for(published, 30, "the relay's message")
+            message = await eventually(published, 30, "the relay's message")
         finally:
             await connection.close()
         assert message.headers["x-request-id"] == request_id
         assert "traceparent" not in message.headers
 
-        line = await wait_for(lambda: job_line(stack, request_id), 30, "the job's log line")
+        line = await eventually(lambda: job_line(stack, request_id), 30, "the job's log line")
         assert "trace_id" not in line
         (delivery,) = receiver.at(path)
         assert header(delivery, "traceparent") is None

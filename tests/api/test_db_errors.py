@@ -3,10 +3,19 @@ SQLAlchemy's pool, never a builtin error some other code raised."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from taskhub_api.db import Database, DatabaseUnavailable, database_boundary, driver_connection
+from taskhub_api.deps import ReadSessionDep, WriteSessionDep
+from taskhub_api.main import create_app
+from taskhub_api.settings import Settings
+
+BUILTIN_ERRORS = {"timeout": TimeoutError, "reset": ConnectionResetError, "os": OSError}
 
 
 class TestDatabaseBoundary:
@@ -23,3 +32,36 @@ class TestDatabaseBoundary:
         with pytest.raises(type(error)) as caught, database_boundary():
             raise error
         assert caught.value is error
+
+
+@pytest.fixture(scope="module")
+async def buggy(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+
+    @app.post("/bug/write/{kind}")
+    async def write_bug(kind: str, session: WriteSessionDep) -> None:
+        raise BUILTIN_ERRORS[kind]("not the database")
+
+    @app.get("/bug/read/{kind}")
+    async def read_bug(kind: str, session: ReadSessionDep) -> None:
+        raise BUILTIN_ERRORS[kind]("not the database")
+
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client
+
+
+class TestRoutes:
+    """A builtin error raised by a route's own code (not the driver's) is a bug: 500
+    problem+json, not "the database is unavailable", also inside a session."""
+
+    @pytest.mark.parametrize("kind", sorted(BUILTIN_ERRORS))
+    @pytest.mark.parametrize("route", ["write", "read"])
+    async def test_is_a_500_problem(self, buggy: httpx.AsyncClient, route: str, kind: str) -> None:
+        method = buggy.post if route == "write" else buggy.get
+        response = await method(f"/bug/{route}/{kind}")
+        assert response.status_code == 500, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "retry-after" not in response.headers
+        assert response.json()["detail"] == "An unexpected error occurred."

@@ -64,6 +64,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.CannotConnectNowError,
+    # The server refuses a new connection for capacity (max_connections, a role's or a
+    # database's connection limit): nothing ran, another endpoint may have room.
+    asyncpg.exceptions.TooManyConnectionsError,
     # The server closed the connection while it sat idle in the pool (terminated
     # backend): asyncpg finds its protocol in the wrong state on the next query.
     asyncpg.exceptions.InternalClientError,
@@ -149,6 +152,10 @@ def is_unavailable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, sa_exc.DBAPIError):  # a lost connection, or a bug
         return exc.connection_invalidated or _connection_lost(exc)
+    if isinstance(exc, sa_exc.EmulatedDBAPIException):
+        # The asyncpg adapter's PEP 249 error, unwrapped (a pool checkout that could not
+        # connect): the driver's error is its cause.
+        return _connection_lost(exc)
     return isinstance(exc, OSError | TimeoutError) and _raised_in_driver(exc)
 
 

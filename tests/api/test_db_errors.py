@@ -3,14 +3,23 @@ SQLAlchemy's pool, never a builtin error some other code raised."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from sqlalchemy import text
 
-from taskhub_api.db import Database, DatabaseUnavailable, database_boundary, driver_connection
+from taskhub_api.db import (
+    Database,
+    DatabaseUnavailable,
+    database_boundary,
+    driver_connection,
+    raw_connection,
+)
 from taskhub_api.deps import ReadSessionDep, WriteSessionDep
 from taskhub_api.main import create_app
 from taskhub_api.settings import Settings
@@ -18,7 +27,37 @@ from taskhub_api.settings import Settings
 BUILTIN_ERRORS = {"timeout": TimeoutError, "reset": ConnectionResetError, "os": OSError}
 
 
+@pytest.fixture
+async def full_database(settings: Settings) -> AsyncIterator[Database]:
+    """A Database whose server refuses every new connection as "too many clients": a
+    role with a connection limit of 0, on the run's real PostgreSQL."""
+    role = f"taskhub_full_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(settings.db.url.replace("+asyncpg", ""))
+    try:
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+        url = settings.db.url.replace("//postgres@", f"//{role}@")
+        db = Database(settings.db.model_copy(update={"url": url, "replica_url": None}))
+        try:
+            yield db
+        finally:
+            await db.dispose()
+    finally:
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()
+
+
 class TestDatabaseBoundary:
+    async def test_a_server_out_of_connections_is_unavailable(
+        self, full_database: Database
+    ) -> None:
+        with pytest.raises(DatabaseUnavailable) as caught, database_boundary():
+            async with full_database.transaction() as session:
+                await session.execute(text("SELECT 1"))
+        assert "too many connections" in str(caught.value.__cause__)
+        with pytest.raises(DatabaseUnavailable):
+            async with raw_connection(full_database.primary) as conn:
+                await conn.fetchval("SELECT 1")
+
     async def test_a_driver_statement_timing_out_is_unavailable(self, app: FastAPI) -> None:
         db: Database = app.state.db
         with pytest.raises(DatabaseUnavailable) as caught, database_boundary():

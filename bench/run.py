@@ -447,6 +447,8 @@ def main(argv: list[str] | None = None) -> None:
         # reference has none) and no rate limit (a user's bucket would answer 429).
         "TASKHUB_CACHE__ENABLED": "false",
         "TASKHUB_RATELIMIT__ENABLED": "false",
+        # The reference reads the principal's row on every request; so does the API here.
+        "TASKHUB_AUTH__PRINCIPAL_CACHE_SECONDS": "0",
         "TASKHUB_REDIS__KEY_PREFIX": "taskhub-bench:",
     }
     os.environ.update(overrides)

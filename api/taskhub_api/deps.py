@@ -16,6 +16,7 @@ from taskhub_api.db import (
     WriteSession,
     database_boundary,
 )
+from taskhub_api.identity.principal_cache import PrincipalCache, changed_in
 from taskhub_api.kit import lsn
 from taskhub_api.kit.response_headers import add_response_headers
 from taskhub_api.settings import Settings
@@ -62,7 +63,11 @@ async def get_write_session(request: Request) -> AsyncIterator[WriteSession]:
     with database_boundary():  # a lost connection, a failed commit: 503
         async with db.transaction() as session:
             yield session
-    # Committed. The token lets the client's next reads include this write; cache
+    # Committed. Principals it changed (a role, a disabled account, an ended session)
+    # take effect in this process at once, in the others within principal_cache_seconds.
+    principals: PrincipalCache = request.app.state.principal_cache
+    principals.forget(changed_in(session))
+    # The token lets the client's next reads include this write; cache
     # entries the write made stale are retired by raising their scopes' watermarks.
     position = await db.commit_lsn()
     if position is not None:

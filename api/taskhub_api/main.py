@@ -16,6 +16,7 @@ from taskhub_api.errors.rendering import install_handlers, openapi_with_problems
 from taskhub_api.health.router import ready
 from taskhub_api.health.router import router as health_router
 from taskhub_api.health.schemas import Readiness
+from taskhub_api.identity.principal_cache import PrincipalCache
 from taskhub_api.identity.verifier import TokenVerifier
 from taskhub_api.kit import heap, internals
 from taskhub_api.kit.body_limit import BodyLimitMiddleware
@@ -44,6 +45,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.rate_limiter = RateLimiter(app.state.redis, enabled=settings.ratelimit.enabled)
     app.state.client_address = ClientAddressResolver(settings.ratelimit.trusted_proxies)
     app.state.token_verifier = TokenVerifier(settings.auth)
+    app.state.principal_cache = PrincipalCache(settings.auth.principal_cache_seconds)
     app.state.migrations = SchemaVersion()
     await app.state.db.start()
     heap.settle(settings.gc_gen0_threshold)

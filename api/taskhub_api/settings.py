@@ -88,6 +88,10 @@ class AuthSettings(BaseModel):
     oidc_timeout_seconds: float = Field(default=3.0, gt=0)
     # Tolerated clock skew when checking exp/iat/nbf.
     leeway_seconds: int = Field(default=10, ge=0, le=300)
+    # How long an API process reuses a principal row it read (identity/principal_cache.py).
+    # A disabled account, a role change or an ended session made through another
+    # process takes effect there within this; below 1 s by contract. 0: read every time.
+    principal_cache_seconds: float = Field(default=0.5, ge=0, lt=1)
 
 
 class RedisSettings(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import monotonic
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,9 +12,12 @@ from fastapi.security import OAuth2PasswordBearer
 from taskhub_api.db import Database, raw_connection
 from taskhub_api.errors import Forbidden, Unauthorized
 from taskhub_api.identity.principal import Principal, Role
+from taskhub_api.identity.principal_cache import PrincipalCache
 from taskhub_api.identity.repository import fetch_principal_row, provision_external_user
 from taskhub_api.identity.verifier import TokenVerifier
 from taskhub_api.ratelimit.deps import enforce, rate_for
+
+_READS = frozenset({"GET", "HEAD"})
 
 
 class PrincipalResolver(OAuth2PasswordBearer):
@@ -46,14 +50,24 @@ class PrincipalResolver(OAuth2PasswordBearer):
         # A short checkout of its own, released before the endpoint takes its
         # connection, so a request never holds two pooled connections at once.
         db: Database = state.db
-        row = await db.principal_reader().run(
-            lambda conn: fetch_principal_row(conn, claims.subject, claims.session)
-        )
+        cache: PrincipalCache = state.principal_cache
+        key = (claims.subject, claims.session)
+        # Reads may use a row read moments ago; a write reads it afresh (its
+        # transaction goes to the primary anyway, and the read finds a failed primary
+        # within the probe timeout, where the write would wait out command_timeout).
+        row = cache.get(key) if request.method in _READS else None
+        if row is None:
+            read_at = monotonic()
+            row = await db.principal_reader().run(
+                lambda conn: fetch_principal_row(conn, claims.subject, claims.session)
+            )
+            cache.put(key, row, read_at)
         if claims.external and (row is None or sorted(row["roles"]) != list(claims.roles)):
             # First sight of an OIDC user, or its roles changed upstream: a write.
             db.ensure_writable()
             async with raw_connection(db.primary) as conn:
                 row = await provision_external_user(conn, claims)
+            cache.forget([claims.subject])
         if row is None or row["disabled"]:
             raise Unauthorized("The account is disabled or no longer exists.")
         if claims.session is not None and not row["session_live"]:

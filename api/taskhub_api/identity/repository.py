@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskhub_api.identity.models import RefreshToken
 from taskhub_api.identity.passwords import EXTERNAL_PASSWORD_HASH
+from taskhub_api.identity.principal_cache import changed
 from taskhub_api.identity.tokens import AccessClaims
 
 
@@ -59,11 +60,13 @@ class RefreshTokenRepository:
         )
 
     async def revoke_family(self, family_id: uuid.UUID) -> None:
-        await self.session.execute(
+        users = await self.session.execute(
             update(RefreshToken)
             .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
             .values(revoked_at=func.now())
+            .returning(RefreshToken.user_id)
         )
+        changed(self.session, *users.scalars())
 
     async def revoke_user(self, user_id: uuid.UUID) -> None:
         """Every family of the user: all its logins end, refresh and access tokens."""
@@ -72,6 +75,7 @@ class RefreshTokenRepository:
             .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
             .values(revoked_at=func.now())
         )
+        changed(self.session, user_id)
 
 
 async def provision_external_user(
@@ -122,10 +126,11 @@ FROM "user" u WHERE u.id = $1
 async def fetch_principal_row(
     conn: asyncpg.Connection, user_id: uuid.UUID, session: uuid.UUID | None = None
 ) -> asyncpg.Record | None:
-    """Current username, roles and disabled flag: checked on every request so a role
-    change or a disabled account takes effect at once. With ``session`` (a built-in
-    token's ``sid``) also ``session_live``: false once that login was logged out or
-    revoked, so its access tokens stop at once, not when they expire."""
+    """Current username, roles and disabled flag, so a role change or a disabled
+    account applies to tokens already issued (each process reuses the row for under a
+    second: ``identity.principal_cache``). With ``session`` (a built-in token's ``sid``)
+    also ``session_live``: false once that login was logged out or revoked, so its
+    access tokens stop then, not when they expire."""
     if session is None:
         return await conn.fetchrow(_PRINCIPAL_SQL, user_id)
     return await conn.fetchrow(_PRINCIPAL_SESSION_SQL, user_id, session)

@@ -9,6 +9,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskhub_api.db import DriverStatement, driver_connection
+from taskhub_api.identity.principal_cache import changed
 from taskhub_api.users.models import User
 
 # Built once (on the create path): the id arrives as a parameter.
@@ -51,6 +52,7 @@ class UserRepository:
         return list((await self.session.execute(stmt)).scalars())
 
     async def update(self, user_id: uuid.UUID, values: dict[str, Any]) -> User | None:
+        changed(self.session, user_id)  # its principal row (roles, disabled, username)
         stmt = (
             update(User)
             .where(User.id == user_id)

@@ -7,10 +7,11 @@ latency (coordinated omission). Here request ``i`` is due at ``start + i / rate`
 (constant rate) whatever the server does, and its latency runs from that due time to
 the end of its response: time spent waiting for the loop, for a free connection or in
 the server's queue all counts. Connections are HTTP/1.1 keep-alive on raw asyncio
-streams; a request takes an idle one or opens a new one (up to ``max_connections``;
-past that it waits, counted from its due time). Requests are prepared as bytes once and
-rotated, as the wrk scripts do, so the generator spends little per request: it reports
-its own CPU per request, to be checked against the server's.
+streams; a request takes the most recently used idle one or opens a new one (up to
+``max_connections``; past that it waits, counted from its due time). Requests are
+prepared as bytes once and rotated, as the wrk scripts do, so the generator spends
+little per request: it reports its own CPU per request, to be checked against the
+server's.
 
     .venv/bin/python bench/openloop.py http://127.0.0.1:8102 bench/results/fixtures.json \\
         --scenario get --rate 500 --duration 10
@@ -33,6 +34,10 @@ TIMEOUT_S = 5.0
 # A request sent more than this after its due time was "not sent on time".
 LATE_S = 0.010
 MAX_CONNECTIONS = 512
+# An idle connection is reused only this soon after its last response: uvicorn closes
+# keep-alive connections after 5 s idle, and a request written on a connection the
+# server is closing would fail as a client's artefact, not the server's.
+KEEP_ALIVE_S = 2.0
 
 
 @dataclass
@@ -117,14 +122,20 @@ async def run(
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     requests = prepare(host, port, method, fixtures)
-    idle: list[Connection] = []
+    idle: list[tuple[Connection, float]] = []  # and when its last response ended
     slots = asyncio.Semaphore(max_connections)
     state = _State()
     loop = asyncio.get_running_loop()
 
     async def one(request: bytes, due: float) -> None:
         async with slots:
-            conn = idle.pop() if idle else None
+            conn = None
+            while idle and conn is None:
+                candidate, since = idle.pop()
+                if loop.time() - since < KEEP_ALIVE_S:
+                    conn = candidate
+                else:
+                    _close(candidate)
             try:
                 async with asyncio.timeout(max(due + TIMEOUT_S - loop.time(), 0)):
                     if conn is None:
@@ -146,7 +157,7 @@ async def run(
             state.last_done = max(state.last_done, done)
             state.latencies.append(done - due)
             state.errors["status"] += status >= 400
-            idle.append(conn)
+            idle.append((conn, done))
 
     total = round(rate * duration)
     cpu = time.process_time()
@@ -160,7 +171,7 @@ async def run(
         tasks.append(asyncio.create_task(one(requests[i % len(requests)], due)))
     await asyncio.gather(*tasks)
     cpu = time.process_time() - cpu
-    for conn in idle:
+    for conn, _ in idle:
         _close(conn)
 
     latencies = sorted(state.latencies)

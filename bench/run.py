@@ -450,7 +450,7 @@ def open_loop(
                 f"  {scenario:<6} {load:4.0%} {rate:6d} req/s {server.name:<9}: achieved "
                 f"{result.achieved_rps:8.1f}  p50 {result.p50_ms:7.1f} ms  "
                 f"p99 {result.p99_ms:7.1f} ms  max {result.max_ms:7.1f} ms  "
-                f"errors {result.error_count}  late {result.late}  "
+                f"errors {_errors(result.errors)}  late {result.late}  "
                 f"connections {result.connections}  cpu {server_cpu:.2f} ms/req "
                 f"(generator {result.generator_cpu_ms_per_request:.2f})",
                 flush=True,
@@ -478,6 +478,12 @@ def open_loop_verdicts(points: list[dict[str, Any]]) -> dict[tuple[str, float], 
         if point["p99_ms"] > OPEN_LOOP_P99_RATIO * ref["p99_ms"]:
             mine.append(f"p99 > {OPEN_LOOP_P99_RATIO}x reference")
     return missed
+
+
+def _errors(errors: dict[str, int]) -> str:
+    """``0``, or the total and its kinds: ``5 (status 3, timeout 2)``."""
+    kinds = ", ".join(f"{kind} {n}" for kind, n in errors.items() if n)
+    return f"{sum(errors.values())} ({kinds})" if kinds else "0"
 
 
 def render_open_loop(points: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -511,7 +517,7 @@ def render_open_loop(points: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append(
             f"| {p['scenario']} | {p['load']:.0%} | {p['offered_rps']:,.0f} | {p['server']} | "
             f"{p['achieved_rps']:,.0f} | {p['p50_ms']:.1f} | {p['p90_ms']:.1f} | "
-            f"**{p['p99_ms']:.1f}** | {p['max_ms']:.1f} | {sum(p['errors'].values())} | "
+            f"**{p['p99_ms']:.1f}** | {p['max_ms']:.1f} | {_errors(p['errors'])} | "
             f"{p['late']} | {p['connections']} | {p['server_cpu_ms_per_request']:.2f} / "
             f"{p['generator_cpu_ms_per_request']:.2f} | {verdict} |"
         )

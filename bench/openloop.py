@@ -125,23 +125,24 @@ async def run(
     idle: list[tuple[Connection, float]] = []  # and when its last response ended
     slots = asyncio.Semaphore(max_connections)
     state = _State()
-    loop = asyncio.get_running_loop()
+    # Not loop.time(): uvloop's clock has millisecond resolution.
+    now = time.perf_counter
 
     async def one(request: bytes, due: float) -> None:
         async with slots:
             conn = None
             while idle and conn is None:
                 candidate, since = idle.pop()
-                if loop.time() - since < KEEP_ALIVE_S:
+                if now() - since < KEEP_ALIVE_S:
                     conn = candidate
                 else:
                     _close(candidate)
             try:
-                async with asyncio.timeout(max(due + TIMEOUT_S - loop.time(), 0)):
+                async with asyncio.timeout(max(due + TIMEOUT_S - now(), 0)):
                     if conn is None:
                         conn = await asyncio.open_connection(host, port)
                         state.opened += 1
-                    lag = loop.time() - due
+                    lag = now() - due
                     state.max_lag = max(state.max_lag, lag)
                     state.late += lag > LATE_S
                     status = await _exchange(conn, request)
@@ -153,7 +154,7 @@ async def run(
                 state.errors["connection"] += 1
                 _close(conn)
                 return
-            done = loop.time()
+            done = now()
             state.last_done = max(state.last_done, done)
             state.latencies.append(done - due)
             state.errors["status"] += status >= 400
@@ -161,11 +162,11 @@ async def run(
 
     total = round(rate * duration)
     cpu = time.process_time()
-    start = loop.time() + 0.05
+    start = now() + 0.05
     tasks = []
     for i in range(total):
         due = start + i / rate
-        delay = due - loop.time()
+        delay = due - now()
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(requests[i % len(requests)], due)))

@@ -15,6 +15,13 @@ numbers to ``latest.json``).
     .venv/bin/python bench/run.py                       # defaults: 15 s runs, 2 rounds
     .venv/bin/python bench/run.py --duration 30 --rounds 3 --scenarios list,get
     .venv/bin/python bench/run.py --modes fast          # the default mode only
+    .venv/bin/python bench/run.py --open-loop           # latency at 25/50/75 % of capacity
+
+``--open-loop`` measures latency as users meet it instead (bench/openloop.py): per
+scenario, the reference's capacity (its closed-loop req/s, one wrk run), then requests
+at a fixed rate of 25, 50 and 75 % of that capacity against the API (default mode) and
+the reference in turn (A,B then B,A), latency counted from each request's due time.
+Writes ``bench/results/openloop.md`` and ``openloop.json``.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from typing import Any
 import asyncpg
 
 import fixtures
+import openloop
 import seed
 import taskhub_api
 from common import BIN, CREATED_PREFIX, DB_DSN, DB_URL, RESULTS, ROOT, TASKS, USERS, WRK_SCRIPTS
@@ -58,6 +66,11 @@ MODES = {
     "off": ("api-off", {"TASKHUB_FAST_PATHS__ENABLED": "false"}),
 }
 TICKS = os.sysconf("SC_CLK_TCK")
+# Open loop: the API's p99 target at 50 % of the reference's capacity, and the most its
+# p99 may be over the reference's at each rate.
+OPEN_LOOP_P99_MS = {"list": 50.0, "get": 50.0, "create": 100.0}
+OPEN_LOOP_TARGET_LOAD = 0.5
+OPEN_LOOP_P99_RATIO = 1.5
 
 
 @dataclass
@@ -401,6 +414,129 @@ def render(summaries: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def open_loop(
+    wrk: str,
+    api: Server,
+    ref: Server,
+    scenario: str,
+    data: fixtures.Fixtures,
+    args: argparse.Namespace,
+    fixture_file: Path,
+) -> list[dict[str, Any]]:
+    """The reference's capacity (closed loop), then each load's rate against both
+    servers, interleaved; one row per server and rate."""
+    for server in (api, ref):
+        run_wrk(wrk, server, scenario, args, fixture_file, args.warmup)
+    capacity = measure(wrk, ref, scenario, "fast", 0, args, fixture_file).rps
+    points = []
+    for n, load in enumerate(args.loads):
+        rate = round(capacity * load)
+        for server in (api, ref) if n % 2 == 0 else (ref, api):
+            cpu = server.cpu_seconds()
+            result = openloop.measure(
+                server.url, openloop.METHODS[scenario], data[scenario], rate, args.point_duration
+            )
+            server_cpu = 1000 * (server.cpu_seconds() - cpu) / max(result.requests, 1)
+            point = {
+                "scenario": scenario,
+                "capacity_rps": capacity,
+                "load": load,
+                "server": server.name,
+                **asdict(result),
+                "server_cpu_ms_per_request": round(server_cpu, 3),
+                "load_average": os.getloadavg()[0],
+            }
+            print(
+                f"  {scenario:<6} {load:4.0%} {rate:6d} req/s {server.name:<9}: achieved "
+                f"{result.achieved_rps:8.1f}  p50 {result.p50_ms:7.1f} ms  "
+                f"p99 {result.p99_ms:7.1f} ms  max {result.max_ms:7.1f} ms  "
+                f"errors {_errors(result.errors)}  late {result.late}  "
+                f"connections {result.connections}  cpu {server_cpu:.2f} ms/req "
+                f"(generator {result.generator_cpu_ms_per_request:.2f})",
+                flush=True,
+            )
+            points.append(point)
+    return points
+
+
+def open_loop_verdicts(points: list[dict[str, Any]]) -> dict[tuple[str, float], list[str]]:
+    """The targets each (scenario, load) misses: at OPEN_LOOP_TARGET_LOAD the API's p99
+    and no errors; at every load the API's p99 against the reference's."""
+    missed: dict[tuple[str, float], list[str]] = {}
+    for point in points:
+        if point["server"] == REF:
+            continue
+        key = (point["scenario"], point["load"])
+        ref = next(p for p in points if p["server"] == REF and (p["scenario"], p["load"]) == key)
+        mine = missed.setdefault(key, [])
+        if point["load"] == OPEN_LOOP_TARGET_LOAD:
+            target = OPEN_LOOP_P99_MS[point["scenario"]]
+            if point["p99_ms"] >= target:
+                mine.append(f"p99 >= {target:.0f} ms")
+            if sum(point["errors"].values()):
+                mine.append("errors")
+        if point["p99_ms"] > OPEN_LOOP_P99_RATIO * ref["p99_ms"]:
+            mine.append(f"p99 > {OPEN_LOOP_P99_RATIO}x reference")
+    return missed
+
+
+def _errors(errors: dict[str, int]) -> str:
+    """``0``, or the total and its kinds: ``5 (status 3, timeout 2)``."""
+    kinds = ", ".join(f"{kind} {n}" for kind, n in errors.items() if n)
+    return f"{sum(errors.values())} ({kinds})" if kinds else "0"
+
+
+def render_open_loop(points: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    verdicts = open_loop_verdicts(points)
+    lines = [
+        f"# Latency at a fixed offered rate ({meta['finished']})",
+        "",
+        f"- machine: {meta['cores']} cores ({meta['cpu']}), Python {meta['python']}, "
+        f"PostgreSQL {meta['postgres']}; load average {meta['load_before']:.1f} before, "
+        f"{meta['load_after']:.1f} after",
+        f"- data: {meta['users']:,} users, {meta['tasks']:,} tasks (`taskhub_bench`)",
+        f"- capacity: the reference's closed-loop req/s (wrk {meta['connections']} "
+        f"connections, {meta['duration']:g} s after {meta['warmup']:g} s warm-up of each "
+        f"server); then bench/openloop.py at a constant rate, {meta['point_duration']:g} s "
+        "per point, API (default mode) and reference in turn (A,B then B,A); pool "
+        f"{meta['pool_size']}+{meta['max_overflow']} connections in both",
+        f"- code under test: `{meta['code']}`",
+        f"- command: `{meta['command']}`",
+        "",
+        "| scenario | load | rate req/s | server | achieved req/s | p50 ms | p90 ms | p99 ms | "
+        "max ms | errors | late sends | connections | CPU ms/req server / generator "
+        "| targets |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for p in points:
+        key = (p["scenario"], p["load"])
+        verdict = ""
+        if p["server"] != REF:
+            missed = verdicts[key]
+            verdict = "met" if not missed else "**missed**: " + ", ".join(missed)
+        lines.append(
+            f"| {p['scenario']} | {p['load']:.0%} | {p['offered_rps']:,.0f} | {p['server']} | "
+            f"{p['achieved_rps']:,.0f} | {p['p50_ms']:.1f} | {p['p90_ms']:.1f} | "
+            f"**{p['p99_ms']:.1f}** | {p['max_ms']:.1f} | {_errors(p['errors'])} | "
+            f"{p['late']} | {p['connections']} | {p['server_cpu_ms_per_request']:.2f} / "
+            f"{p['generator_cpu_ms_per_request']:.2f} | {verdict} |"
+        )
+    targets = ", ".join(f"{s} {ms:.0f} ms" for s, ms in OPEN_LOOP_P99_MS.items())
+    lines += [
+        "",
+        "Load: share of the reference's capacity in this run. Latency: from each request's "
+        "due time (start + i / rate) to the end of its response, so waiting in the "
+        "generator, for a connection or in the server's queue counts. Errors: responses "
+        f">= 400, timeouts ({openloop.TIMEOUT_S:g} s) and connection errors. Late sends: "
+        f"requests written more than {1000 * openloop.LATE_S:.0f} ms after their due time. "
+        "Connections: opened by the generator (it keeps them alive). Targets, for the "
+        f"API: at {OPEN_LOOP_TARGET_LOAD:.0%}, p99 under {targets} and no errors; at every "
+        f"load, p99 no more than {OPEN_LOOP_P99_RATIO}x the reference's.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=15, help="seconds per wrk run")
@@ -416,7 +552,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--api-port", type=int, default=8101)
     parser.add_argument("--reference-port", type=int, default=8102)
     parser.add_argument("--api-off-port", type=int, default=8103)
+    parser.add_argument(
+        "--open-loop", action="store_true", help="latency at fixed rates (default mode only)"
+    )
+    parser.add_argument("--loads", default="0.25,0.5,0.75", help="open loop: capacity shares")
+    parser.add_argument("--point-duration", type=float, default=20, help="open loop: seconds")
     args = parser.parse_args(argv)
+    args.loads = [float(x) for x in args.loads.split(",") if x]
+    if not args.loads or not all(0 < x <= 2 for x in args.loads):
+        parser.error("loads: shares of capacity in (0, 2], e.g. 0.25,0.5,0.75")
+    if args.open_loop:
+        args.modes = "fast"
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     if unknown := set(args.scenarios) - set(SCENARIOS):
         parser.error(f"unknown scenarios: {sorted(unknown)}")
@@ -455,6 +601,8 @@ def main(argv: list[str] | None = None) -> None:
     env = dict(os.environ)
     fixture_file = RESULTS / "fixtures.lua"
     data = fixtures.build(fixture_file)
+    # The same fixtures for bench/openloop.py run on its own.
+    (RESULTS / "fixtures.json").write_text(json.dumps(data))
     ports = {"fast": args.api_port, "off": args.api_off_port}
     apis = {}
     for mode in args.modes:
@@ -467,6 +615,7 @@ def main(argv: list[str] | None = None) -> None:
     ref.command += ["--port", str(args.reference_port)]
 
     runs: list[Run] = []
+    points: list[dict[str, Any]] = []
     try:
         with running([ref], env):
             for mode, api in apis.items():
@@ -476,6 +625,9 @@ def main(argv: list[str] | None = None) -> None:
                         f"bench: {mode} mode: both servers answer alike; wrk -c{args.connections}"
                     )
                     for scenario in args.scenarios:
+                        if args.open_loop:
+                            points += open_loop(wrk, api, ref, scenario, data, args, fixture_file)
+                            continue
                         for server in (api, ref):
                             run_wrk(wrk, server, scenario, args, fixture_file, args.warmup)
                         for n in range(1, args.rounds + 1):
@@ -487,7 +639,6 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         asyncio.run(delete_created_tasks())
 
-    summaries = [summarise(runs, s, m) for s in args.scenarios for m in args.modes]
     meta = {
         "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cores": os.cpu_count(),
@@ -509,13 +660,20 @@ def main(argv: list[str] | None = None) -> None:
         "elapsed_s": round(time.monotonic() - started),
         "code": str(Path(taskhub_api.__file__).parent),
     }
-    table = render(summaries, meta)
-    (RESULTS / "latest.md").write_text(table)
-    raw = {"meta": meta, "summaries": summaries, "runs": [asdict(r) for r in runs]}
-    (RESULTS / "latest.json").write_text(json.dumps(raw, indent=2))
+    if args.open_loop:
+        meta["point_duration"] = args.point_duration
+        table = render_open_loop(points, meta)
+        name, raw = "openloop", {"meta": meta, "points": points}
+    else:
+        summaries = [summarise(runs, s, m) for s in args.scenarios for m in args.modes]
+        table = render(summaries, meta)
+        name = "latest"
+        raw = {"meta": meta, "summaries": summaries, "runs": [asdict(r) for r in runs]}
+    (RESULTS / f"{name}.md").write_text(table)
+    (RESULTS / f"{name}.json").write_text(json.dumps(raw, indent=2))
     print()
     print(table)
-    print(f"bench: written to {RESULTS / 'latest.md'} ({meta['elapsed_s']} s)")
+    print(f"bench: written to {RESULTS / name}.md ({meta['elapsed_s']} s)")
 
 
 async def _server_version() -> str:

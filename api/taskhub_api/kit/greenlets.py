@@ -37,10 +37,8 @@ class _Idle(threading.local):
 _idle = _Idle()
 
 
+@internals.greenlet_provider
 class _Worker(greenlet):  # type: ignore[misc]
-    # What SQLAlchemy's ``await_`` looks for in the current greenlet.
-    __sqlalchemy_greenlet_provider__ = True
-
     def __init__(self) -> None:
         super().__init__(self._serve)
 

@@ -7,8 +7,12 @@ not promise to keep. They were written against, and are only used on:
   ``util.concurrency._concurrency_shim._AsyncIoGreenlet``), ``fair_pool`` (the pool's
   ``_queue_class``), ``driver_begin`` (the asyncpg adapter's ``_transaction`` and
   ``_start_transaction()``).
+- SQLAlchemy 2.1.9 also: the ``__sqlalchemy_greenlet_provider__`` marker its ``await_``
+  looks for on a greenlet (``greenlet_provider``).
 - FastAPI 0.163.2: ``planned_routes`` (``fastapi._compat``'s field helpers,
-  ``dependencies.utils._solve_generator`` and the request scope keys of its exit stacks).
+  ``dependencies.utils._solve_generator`` and ``get_dependant``, ``dependencies.models
+  .Dependant``, the ``fastapi.params`` classes, and the request scope keys of its exit
+  stacks).
 
 :func:`enabled` is the one check: a path runs when its setting is on
 (``TASKHUB_FAST_PATHS__<NAME>``, all of them off with ``TASKHUB_FAST_PATHS__ENABLED=false``)
@@ -26,12 +30,17 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
-from typing import Any, Protocol, TypeGuard
+from typing import Any, Protocol, TypeAlias, TypeGuard
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from taskhub_api.settings import get_settings
+
+# FastAPI's resolved declaration of an endpoint or dependency
+# (``fastapi.dependencies.models.Dependant``, not public API): untyped here, so that
+# nothing that reaches this module through ``db`` imports FastAPI, even for typing.
+Dependant: TypeAlias = Any
 
 
 class ModelField(Protocol):
@@ -132,6 +141,13 @@ def greenlet_class() -> type[Any]:
     return _concurrency()._concurrency_shim._AsyncIoGreenlet  # type: ignore[no-any-return]
 
 
+def greenlet_provider(cls: type[Any]) -> type[Any]:
+    """Marks a greenlet class as one SQLAlchemy's ``await_`` may switch out of (the
+    marker it looks for in the current greenlet)."""
+    cls.__sqlalchemy_greenlet_provider__ = True
+    return cls
+
+
 def set_greenlet_class(cls: type[Any] | None) -> None:
     """``greenlet_spawn`` runs its functions in ``cls``; None: SQLAlchemy's own."""
     concurrency = _concurrency()
@@ -182,6 +198,22 @@ def model_fields(model: type[BaseModel]) -> list[ModelField]:
 
 def is_sequence_annotation(annotation: Any) -> bool:
     return _private("fastapi._compat.shared").field_annotation_is_sequence(annotation)  # type: ignore[no-any-return]
+
+
+def dependant(path: str, call: Callable[..., Any]) -> Dependant:
+    """FastAPI's declaration of ``call`` as the endpoint of ``path``."""
+    return _private("fastapi.dependencies.utils").get_dependant(path=path, call=call)
+
+
+def is_json_body(info: FieldInfo) -> bool:
+    """Whether a declared parameter is a plain ``Body()`` (not a form or a file)."""
+    return type(info) is _private("fastapi.params").Body
+
+
+def param_source(info: FieldInfo) -> str | None:
+    """Where a declared path, query, header or cookie parameter is read from."""
+    params = _private("fastapi.params")
+    return info.in_.value if isinstance(info, params.Param) else None
 
 
 def is_model(annotation: Any) -> TypeGuard[type[BaseModel]]:

@@ -31,15 +31,12 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.dependencies.models import Dependant
-from fastapi.dependencies.utils import get_dependant
+from fastapi import APIRouter, Body, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.params import Body, Param
 from fastapi.routing import APIRoute, request_response
 
 from taskhub_api.kit import internals
-from taskhub_api.kit.internals import ModelField
+from taskhub_api.kit.internals import Dependant, ModelField
 from taskhub_api.kit.responses import JSONBytes
 
 
@@ -211,8 +208,8 @@ def _is_async_call(call: Any) -> bool:
 
 def _json_body(dependant: Dependant) -> ModelField | None:
     """The one JSON body parameter of an endpoint, if that is what it declares."""
-    fields = dependant.body_params
-    if len(fields) != 1 or type(fields[0].field_info) is not Body:
+    fields: list[ModelField] = dependant.body_params
+    if len(fields) != 1 or not internals.is_json_body(fields[0].field_info):
         return None
     return fields[0]
 
@@ -298,7 +295,7 @@ def _plan(dependant: Dependant, seen: set[Any] | None) -> _Plan | str:
 
 def _param(field: ModelField, source: str) -> _Field | _QueryModel | None:
     info = field.field_info
-    if not isinstance(info, Param) or info.in_.value != source:
+    if internals.param_source(info) != source:
         return None
     annotation = info.annotation
     if internals.is_model(annotation):
@@ -375,7 +372,7 @@ class PlannedRoute(APIRoute):
         # it still reads the body and does the response handling (status code,
         # response model, response class).
         declared = self.dependant
-        self.dependant = get_dependant(path=self.path_format, call=endpoint)
+        self.dependant = internals.dependant(self.path_format, endpoint)
         try:
             return super().get_route_handler()
         finally:

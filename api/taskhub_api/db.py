@@ -75,8 +75,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 # A pooled connection that died while idle (its server or PgBouncer restarted, its
 # backend was terminated) fails the next statement sent on it with one of these, and
-# that statement did not run: a read meeting one is retried once on a fresh connection.
-# Not TimeoutError: a slow statement or endpoint would only be waited for twice.
+# that statement did not run: a read meeting one is retried on another connection
+# (ReadEngine._read). Not TimeoutError: a slow statement or endpoint would only be
+# waited for again.
 _DEAD_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
@@ -121,6 +122,11 @@ _SQLALCHEMY_UNAVAILABLE: tuple[type[BaseException], ...] = (
 _DRIVER_CONNECTION_ERRORS: tuple[type[BaseException], ...] = tuple(
     error for error in CONNECTION_ERRORS if error not in (OSError, TimeoutError)
 )
+
+
+class _DeadConnection(DatabaseUnavailable):
+    """A statement failed because the pooled connection it was sent on had died
+    unnoticed (raw_connection): the statement did not run."""
 
 
 def _raised_in_driver(exc: BaseException) -> bool:
@@ -367,19 +373,26 @@ class ReadEngine:
     async def _read(
         self, engine: AsyncEngine, query: Callable[[asyncpg.Connection], Awaitable[T]]
     ) -> T:
-        # Reads only: a write must not be sent twice (it may have committed).
-        try:
-            async with raw_connection(engine) as conn:
-                return await query(conn)
-        except DatabaseUnavailable as exc:
-            if not isinstance(exc.__cause__, _DEAD_CONNECTION_ERRORS):
-                raise
-            # Its pooled connection died unnoticed (discarded by raw_connection): once
-            # more on another; the pool replaces those it knows are closed.
-            self.monitor.nudge()
-        _READS_BY["retry"].inc()
-        async with raw_connection(engine) as conn:
-            return await query(conn)
+        # Reads only: a write must not be sent twice (it may have committed). A read
+        # whose pooled connection died unnoticed (discarded by raw_connection) runs
+        # again on another. When the server's backends were killed or it restarted,
+        # the pool's other idle connections may be dead as well, and not all of them
+        # known to be closed yet: as many more tries as it then held, and one on a new
+        # connection. A connection that cannot be made is not retried here.
+        retries: int | None = None
+        while True:
+            try:
+                async with raw_connection(engine) as conn:
+                    return await query(conn)
+            except _DeadConnection:
+                if retries is None:
+                    pool = engine.pool
+                    retries = (pool.checkedin() if isinstance(pool, QueuePool) else 0) + 1
+                if retries == 0:
+                    raise
+                retries -= 1
+                self.monitor.nudge()
+            _READS_BY["retry"].inc()
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,6 +488,8 @@ async def raw_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connectio
         # Terminate first: SQLAlchemy would try a graceful close for two seconds.
         driver.terminate()
         await greenlet_spawn(pooled.invalidate)
+        if isinstance(exc, _DEAD_CONNECTION_ERRORS):
+            raise _DeadConnection() from exc
         if isinstance(exc, CONNECTION_ERRORS):  # only the driver ran in the block
             raise DatabaseUnavailable() from exc
         raise

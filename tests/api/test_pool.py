@@ -1,6 +1,6 @@
 """The hot paths take bare asyncpg connections from SQLAlchemy's pool: a connection that
 dies under them is discarded, never handed out again, and never turns into a 500; a read
-that meets one is retried once on a fresh connection, a write is not; and when requests
+that meets one is retried on another connection, a write is not; and when requests
 outnumber connections, they are served in arrival order."""
 
 from __future__ import annotations
@@ -195,9 +195,10 @@ def _retries() -> float:
     return REGISTRY.get_sample_value("taskhub_db_reads_total", {"target": "retry"}) or 0.0
 
 
-async def _backend_pid(engine: AsyncEngine) -> int:
+async def _backend_pid(engine: AsyncEngine, hold: float = 0) -> int:
     async with raw_connection(engine) as conn:
         pid: int = await conn.fetchval("SELECT pg_backend_pid()")
+        await asyncio.sleep(hold)  # so that concurrent callers get connections of their own
         return pid
 
 
@@ -215,6 +216,37 @@ class TestDeadConnections:
 
         assert pid != dead
         assert _retries() == retries + 1
+
+    async def test_a_read_that_meets_several_is_retried_on_each_then_a_fresh_one(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After the backends are killed or the server restarts, the pool's next idle
+        connections may be dead too, and not all of them seen as closed yet (their
+        backends end one after the other): the read goes on through each, as many as
+        the pool held, then on a new connection, and never answers 503."""
+        engine = create_engine(
+            settings.db.url, settings.db.model_copy(update={"pool_size": 4, "max_overflow": 0})
+        )
+        try:
+            async with asyncio.TaskGroup() as group:  # four idle connections in the pool
+                held = [group.create_task(_backend_pid(engine, hold=0.1)) for _ in range(4)]
+            dead = {task.result() for task in held}
+            assert len(dead) == 4
+            for pid in dead:
+                _terminate_unnoticed(settings, pid)
+            # None of them is known to be closed when it is checked out.
+            monkeypatch.setattr(asyncpg.Connection, "is_closed", lambda self: False)
+            retries = _retries()
+            monitor = DatabaseMonitor(settings.db, replica=False)
+            reader = ReadEngine(engine, "primary", 0, None, monitor)
+
+            pid = await reader.run(lambda conn: conn.fetchval("SELECT pg_backend_pid()"))
+
+            assert pid not in dead
+            assert _retries() == retries + 4
+        finally:
+            monkeypatch.undo()
+            await engine.dispose()
 
     async def test_a_write_that_meets_one_is_not_sent_again(
         self, settings: Settings, one_connection: AsyncEngine

@@ -149,7 +149,7 @@ class Proc:
             ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
         )
         pids = [int(pid) for pid in out.stdout.split()]
-        return [p for p in pids if b"resource_tracker" not in _cmdline(p)]
+        return [p for p in pids if b"resource_tracker" not in _cmdline(p) and not _zombie(p)]
 
     def stop(self, timeout: float = 30) -> float:
         """SIGTERM; seconds until it exited (killed after ``timeout``: inf)."""
@@ -171,6 +171,13 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -367,22 +374,31 @@ def _live_count(text: bytes) -> float:
 
 
 def check_killed_worker(server: str, port: int) -> list[Row]:
+    """One of 2 workers killed: replaced (within 40 s), the server serving meanwhile."""
     with api(server, port, workers=2) as proc:
         before = proc.workers()
         os.kill(before[0], signal.SIGKILL)
-        time.sleep(8)
+        killed = time.monotonic()
+        served = sum(_live(port) for _ in range(20))
         after = proc.workers()
-        served = sum(get(f"http://127.0.0.1:{port}/health/live")[0] == 200 for _ in range(20))
+        while (before[0] in after or len(after) < 2) and time.monotonic() - killed < 40:
+            time.sleep(0.2)
+            after = proc.workers()
+        seconds = time.monotonic() - killed
         alive = proc.process.poll() is None
-    ok = alive and len(after) == 2 and served == 20
+    ok = alive and before[0] not in after and len(after) == 2
     return [
-        (
-            server,
-            "a worker killed (-9)",
-            ok,
-            f"workers {before} -> {after}, server alive {alive}, {served}/20 served",
-        )
-    ]
+        (server, "a worker killed (-9)", ok,
+         f"workers {before} -> {after} after {seconds:.1f} s, server alive {alive}, "
+         f"{served}/20 served meanwhile")
+    ]  # fmt: skip
+
+
+def _live(port: int) -> bool:
+    try:
+        return get(f"http://127.0.0.1:{port}/health/live")[0] == 200
+    except OSError:  # accepted by the killed worker, or refused
+        return False
 
 
 def check_sigterm(server: str, port: int) -> list[Row]:

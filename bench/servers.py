@@ -189,7 +189,15 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         name, workers, *threads = r["config"].split("-")
         base = by_key.get((r["scenario"], f"uvicorn-{workers}"))
         name += f" ({threads[0].removeprefix('t')} runtime threads)" if threads else ""
-        versus = f"{r['rps'] / base['rps'] - 1:+.1%}" if base and name != "uvicorn" else ""
+        versus = ""
+        if base and name != "uvicorn":
+            # Each round's pair ran next to each other: less drift than the totals.
+            pairs = [g / u - 1 for g, u in zip(r["rounds"], base["rounds"], strict=True) if u]
+            versus = (
+                f"{r['rps'] / base['rps'] - 1:+.1%} ("
+                + " / ".join(f"{x:+.0%}" for x in pairs)
+                + ")"
+            )
         per_round = " / ".join(f"{x:,.0f}" for x in r["rounds"])
         load = " / ".join(f"{x:.1f}" for x in r["load"])
         lines.append(
@@ -200,7 +208,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines += [
         "",
         "req/s: all rounds; spread: (best - worst round) / req/s, the noise between rounds; "
-        "vs uvicorn: granian's req/s over uvicorn's with the same workers. p50: median of "
+        "vs uvicorn: granian's req/s over uvicorn's with the same workers, all rounds (each "
+        "round's pair). p50: median of "
         "the rounds, p99: the worst round. Errors: socket errors, timeouts and responses "
         ">= 400. CPU ms/req: every process of the server (supervisor, workers, threads).",
         "",

@@ -411,7 +411,9 @@ def check_sigterm(server: str, port: int) -> list[Row]:
         wait_for(f"http://127.0.0.1:{port}/?s=0")
         idle = socket.create_connection(("127.0.0.1", port), timeout=10)
         idle.sendall(b"GET /?s=0 HTTP/1.1\r\nHost: x\r\n\r\n")
-        idle.recv(65536)  # answered; the connection stays open, idle
+        answered = b""
+        while not answered.endswith(b"done"):  # answered; the connection stays open, idle
+            answered += idle.recv(65536)
         result: dict[str, Any] = {}
 
         def in_flight() -> None:

@@ -263,11 +263,16 @@ def _redis(server: Server) -> redis.Redis:
 
 
 def _pings(server: Server) -> bool:
+    """Answers, and is the process we started (not another server on the port)."""
+    assert server.process is not None
     try:
         with _redis(server) as client:
-            return bool(client.ping())
+            pid = client.info("server")["process_id"]
     except redis.RedisError:
         return False
+    if pid != server.process.pid:
+        sys.exit(f"bench: another Redis listens on port {server.port}; see {server.log}")
+    return True
 
 
 def flush(server: Server) -> None:

@@ -4,10 +4,11 @@ Seeds ``taskhub_bench`` if needed, starts the API (``taskhub api``) and the refe
 (``bench/reference_app.py``) on two ports with the same settings, pool and signing key,
 checks that both answer the same, then for each scenario warms both up and runs wrk
 against them in turn (A,B then B,A each round, so drift and other load on the machine
-fall on both alike). The API runs in two modes, one after the other, each measured
-against the same reference server in rounds of its own: ``fast`` (the default
+fall on both alike). The API runs in two modes by default, one after the other, each
+measured against the same reference server in rounds of its own: ``fast`` (the default
 settings) and ``off`` (every fast path of kit/internals.py off:
-``TASKHUB_FAST_PATHS__ENABLED=false``). One API server at a time: the machine's
+``TASKHUB_FAST_PATHS__ENABLED=false``); a third, ``cached``, on request (below). One
+API server at a time (the cached mode's serves on ``--api-port`` too): the machine's
 PostgreSQL serves other work too, and each server holds a full pool. Prints a markdown
 table with the ratios and writes it to ``bench/results/latest.md`` (and the raw
 numbers to ``latest.json``).

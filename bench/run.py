@@ -4,10 +4,11 @@ Seeds ``taskhub_bench`` if needed, starts the API (``taskhub api``) and the refe
 (``bench/reference_app.py``) on two ports with the same settings, pool and signing key,
 checks that both answer the same, then for each scenario warms both up and runs wrk
 against them in turn (A,B then B,A each round, so drift and other load on the machine
-fall on both alike). The API runs in two modes, one after the other, each measured
-against the same reference server in rounds of its own: ``fast`` (the default
+fall on both alike). The API runs in two modes by default, one after the other, each
+measured against the same reference server in rounds of its own: ``fast`` (the default
 settings) and ``off`` (every fast path of kit/internals.py off:
-``TASKHUB_FAST_PATHS__ENABLED=false``). One API server at a time: the machine's
+``TASKHUB_FAST_PATHS__ENABLED=false``); a third, ``cached``, on request (below). One
+API server at a time (the cached mode's serves on ``--api-port`` too): the machine's
 PostgreSQL serves other work too, and each server holds a full pool. Prints a markdown
 table with the ratios and writes it to ``bench/results/latest.md`` (and the raw
 numbers to ``latest.json``).
@@ -16,6 +17,20 @@ numbers to ``latest.json``).
     .venv/bin/python bench/run.py --duration 30 --rounds 3 --scenarios list,get
     .venv/bin/python bench/run.py --modes fast          # the default mode only
     .venv/bin/python bench/run.py --open-loop           # latency at 25/50/75 % of capacity
+    .venv/bin/python bench/run.py --modes fast,cached   # also the Redis cache on
+
+``--modes cached`` (not in the default) measures the read cache: the API with the Redis
+cache on (``TASKHUB_CACHE__ENABLED=true``) and the principal cache at its default
+(0.5 s), against the same uncached reference; its target is 1.2x the reference's req/s
+for list and get. Every mode's API talks to a redis-server that the run starts for
+itself on ``--redis-port`` (nothing saved to disk; the system Redis is not touched),
+flushed before each scenario of the cached mode, so each starts cold and its warm-up
+fills the cache. The cached API serves its metrics on ``--metrics-port``: each round
+reports the response cache's hit ratio (``taskhub_cache_requests_total``), the share of
+requests that needed no principal read (``taskhub_db_reads_total`` less the cache's
+misses) and Redis's CPU per request.
+
+    .venv/bin/python bench/run.py --modes cached --scenarios list,get
 
 ``--open-loop`` measures latency as users meet it instead (bench/openloop.py): per
 scenario, the reference's capacity (its closed-loop req/s, one wrk run), then requests
@@ -41,7 +56,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -49,22 +64,37 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 import fixtures
 import openloop
 import seed
 import taskhub_api
 from common import BIN, CREATED_PREFIX, DB_DSN, DB_URL, RESULTS, ROOT, TASKS, USERS, WRK_SCRIPTS
-from taskhub_api.settings import Settings
+from taskhub_api.settings import AuthSettings, Settings
 
 SCENARIOS = {"list": 0.8, "get": 0.8, "create": 0.6}  # target ratio API / reference
+# With the response cache on, repeated reads must beat the uncached reference.
+CACHED_TARGETS = {"list": 1.2, "get": 1.2}
 P99_TARGET_MS = 100.0
 REF = "reference"
 # The API's modes: the server's name and its settings on top of the run's.
+CACHED = "cached"
 MODES = {
     "fast": ("api", {}),
     "off": ("api-off", {"TASKHUB_FAST_PATHS__ENABLED": "false"}),
+    CACHED: (
+        "api-cached",
+        {
+            "TASKHUB_CACHE__ENABLED": "true",
+            "TASKHUB_AUTH__PRINCIPAL_CACHE_SECONDS": str(
+                AuthSettings.model_fields["principal_cache_seconds"].default
+            ),
+        },
+    ),
 }
+DEFAULT_MODES = ("fast", "off")
 TICKS = os.sysconf("SC_CLK_TCK")
 # Open loop: the API's p99 target at 50 % of the reference's capacity, and the most its
 # p99 may be over the reference's at each rate.
@@ -90,6 +120,8 @@ class Run:
     cpu_ms_per_request: float
     db_sessions: int
     load_average: float
+    # Servers with metrics (the cached mode): the deltas of CacheCounts over the run.
+    cache: dict[str, float] | None = None
 
 
 @dataclass
@@ -100,6 +132,12 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)  # on top of the run's
     process: subprocess.Popen[bytes] | None = None
     log: Path = field(default_factory=Path)
+    metrics_port: int = 0  # its Prometheus metrics (0: none)
+    # Processes that serve this server's requests too (the cached API's Redis): their
+    # CPU is reported with its own.
+    helpers: list[Server] = field(default_factory=list)
+    # True once it serves; None: an HTTP server, up once it answers a list with 401.
+    ready: Callable[[Server], bool] | None = None
 
     @property
     def url(self) -> str:
@@ -154,18 +192,24 @@ def _request(url: str, token: str | None = None, body: str | None = None) -> tup
         return exc.code, exc.read()
 
 
+def _serves_api(server: Server) -> bool:
+    try:
+        return _request(server.url + "/api/v1/tasks")[0] == 401
+    except OSError:
+        return False
+
+
 def wait_ready(server: Server, timeout: float = 90.0) -> None:
-    """Up once an unauthenticated list is answered with 401 (the app is serving)."""
+    """Up once ``server.ready`` says so; by default once an unauthenticated list is
+    answered with 401 (the app is serving)."""
+    ready = server.ready or _serves_api
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert server.process is not None
         if server.process.poll() is not None:
             sys.exit(f"bench: {server.name} exited; see {server.log}")
-        try:
-            if _request(server.url + "/api/v1/tasks")[0] == 401:
-                return
-        except OSError:
-            pass
+        if ready(server):
+            return
         time.sleep(0.5)
     sys.exit(f"bench: {server.name} did not start within {timeout:.0f} s; see {server.log}")
 
@@ -205,14 +249,48 @@ def stop(server: Server) -> None:
         process.wait(timeout=5)
 
 
+def redis_server(port: int) -> Server:
+    """A redis-server of the run's own: nothing saved to disk, so it starts empty."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("bench: redis-server is not installed (Debian package redis-server)")
+    command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(RESULTS)]
+    return Server("redis", port, command, ready=_pings)
+
+
+def _redis(server: Server) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=5)
+
+
+def _pings(server: Server) -> bool:
+    """Answers, and is the process we started (not another server on the port)."""
+    assert server.process is not None
+    try:
+        with _redis(server) as client:
+            pid = client.info("server")["process_id"]
+    except redis.RedisError:
+        return False
+    if pid != server.process.pid:
+        sys.exit(f"bench: another Redis listens on port {server.port}; see {server.log}")
+    return True
+
+
+def flush(server: Server) -> None:
+    """Empties the run's Redis: the scenario that follows starts cold."""
+    with _redis(server) as client:
+        client.flushall()
+
+
 def check_same_answers(api: Server, ref: Server, data: dict[str, list[dict[str, str]]]) -> None:
     """Both servers give the same status and body (create: the same fields and
-    values, except the new id and timestamps)."""
+    values, except the new id and timestamps). The API answers list and get twice: a
+    cached API from its cache the second time."""
     for scenario in ("list", "get"):
         first = data[scenario][0]
-        answers = [_request(s.url + first["path"], first["token"]) for s in (api, ref)]
-        if answers[0] != answers[1] or answers[0][0] != 200:
-            sys.exit(f"bench: {scenario} answers differ: {answers[0][:1]} vs {answers[1][:1]}")
+        answers = [_request(s.url + first["path"], first["token"]) for s in (api, ref, api)]
+        if answers[0] != answers[1] or answers[2] != answers[1] or answers[0][0] != 200:
+            sys.exit(f"bench: {scenario} answers differ: {[a[0] for a in answers]}")
     first = data["create"][0]
     answers = [_request(s.url + first["path"], first["token"], first["body"]) for s in (api, ref)]
     bodies = [json.loads(body) for _, body in answers]
@@ -245,6 +323,7 @@ def run_wrk(
         str(fixture_file),
     ]
     cpu = server.cpu_seconds()
+    helpers = sum(h.cpu_seconds() for h in server.helpers)
     out = subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 60, check=True
     )
@@ -253,7 +332,46 @@ def run_wrk(
         sys.exit(f"bench: no result from wrk:\n{out.stdout}\n{out.stderr}")
     result: dict[str, Any] = json.loads(match.group(1))
     result["cpu_seconds"] = server.cpu_seconds() - cpu
+    result["helper_cpu_seconds"] = sum(h.cpu_seconds() for h in server.helpers) - helpers
     return result
+
+
+# What a server's metrics count (cache_counts): cache lookups by result, reads through
+# a ReadEngine (the principal's row, and each lookup that found no entry) and requests.
+COUNTS = ("hit", "miss", "bypass", "db_reads", "requests")
+
+
+def cache_counts(server: Server) -> dict[str, float]:
+    """The API's own counters, from its metrics port."""
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    counts = dict.fromkeys(COUNTS, 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "taskhub_cache_requests_total":
+                counts[sample.labels["result"]] += sample.value
+            elif sample.name == "taskhub_db_reads_total" and sample.labels["target"] in (
+                "primary",
+                "replica",  # not fallback and retry: the same read once more
+            ):
+                counts["db_reads"] += sample.value
+            elif sample.name == "taskhub_http_requests_total":
+                counts["requests"] += sample.value
+    return counts
+
+
+def cache_ratios(counts: dict[str, float]) -> dict[str, float]:
+    """Hit ratio of the response cache, and the share of requests that read no
+    principal row (every lookup without a hit reads the database once)."""
+    lookups = counts["hit"] + counts["miss"] + counts["bypass"]
+    principal_reads = counts["db_reads"] - counts["miss"] - counts["bypass"]
+    requests = max(counts["requests"], 1)
+    return {
+        "hit_ratio": counts["hit"] / lookups if lookups else 0.0,
+        "principal_reads": principal_reads,
+        "principal_hit_ratio": 1 - principal_reads / requests,
+    }
 
 
 async def _sessions() -> int:
@@ -286,7 +404,13 @@ def measure(
     fixture: Path,
 ) -> Run:
     sessions = asyncio.run(_sessions())
+    before = cache_counts(server) if server.metrics_port else None
     raw = run_wrk(wrk, server, scenario, args, fixture, args.duration)
+    cache = None
+    if before is not None:
+        after = cache_counts(server)
+        cache = {k: after[k] - before[k] for k in COUNTS}
+        cache["helper_cpu_seconds"] = raw["helper_cpu_seconds"]
     time.sleep(1.5)  # backends report their statistics about once a second
     # Connections opened to the bench database during the run, less our own probe:
     # a pool that keeps its connections opens none.
@@ -310,15 +434,31 @@ def measure(
         cpu_ms_per_request=round(1000 * raw["cpu_seconds"] / max(requests, 1), 3),
         db_sessions=opened,
         load_average=os.getloadavg()[0],
+        cache=cache,
     )
-    print(
+    line = (
         f"  {scenario:<6} {mode:<4} {server.name:<9} round {n}: {run.rps:8.1f} req/s  "
         f"p50 {run.p50_ms:7.1f} ms  p99 {run.p99_ms:7.1f} ms  "
         f"errors {sum(errors.values())}  cpu {run.cpu_ms_per_request:.2f} ms/req  "
-        f"new db connections {opened}  load {run.load_average:.1f}",
-        flush=True,
+        f"new db connections {opened}  load {run.load_average:.1f}"
     )
+    if cache is not None:
+        ratios = cache_ratios(cache)
+        helper_cpu = 1000 * cache["helper_cpu_seconds"] / max(requests, 1)
+        line += (
+            f"  cache hits {ratios['hit_ratio']:.1%}  "
+            f"principal hits {ratios['principal_hit_ratio']:.1%}  "
+            f"redis cpu {helper_cpu:.3f} ms/req"
+        )
+    print(line, flush=True)
     return run
+
+
+def target(scenario: str, mode: str) -> float:
+    """The least ratio API / reference for a scenario in a mode."""
+    if mode == CACHED:
+        return CACHED_TARGETS.get(scenario, SCENARIOS[scenario])
+    return SCENARIOS[scenario]
 
 
 def summarise(runs: list[Run], scenario: str, mode: str) -> dict[str, Any]:
@@ -333,14 +473,16 @@ def summarise(runs: list[Run], scenario: str, mode: str) -> dict[str, Any]:
             "cpu": sum(r.cpu_ms_per_request * r.requests for r in mine) / max(requests, 1),
             "db_sessions": sum(r.db_sessions for r in mine),
             "rounds": [r.rps for r in sorted(mine, key=lambda r: r.round)],
+            "cache": _cache_summary(mine, requests),
         }
 
     api, ref = of(MODES[mode][0]), of(REF)
     pairs = [a / b for a, b in zip(api["rounds"], ref["rounds"], strict=True) if b]
     ratio = api["rps"] / ref["rps"] if ref["rps"] else 0.0
+    goal = target(scenario, mode)
     missed = []
-    if ratio < SCENARIOS[scenario]:
-        missed.append(f"ratio < {SCENARIOS[scenario]}")
+    if ratio < goal:
+        missed.append(f"ratio < {goal}")
     if api["p99"] >= P99_TARGET_MS:
         missed.append(f"p99 >= {P99_TARGET_MS:.0f} ms")
     if api["errors"]:
@@ -352,8 +494,20 @@ def summarise(runs: list[Run], scenario: str, mode: str) -> dict[str, Any]:
         "reference": ref,
         "ratio": ratio,
         "pair_ratios": pairs,
-        "target": SCENARIOS[scenario],
+        "target": goal,
         "missed": missed,
+    }
+
+
+def _cache_summary(runs: list[Run], requests: int) -> dict[str, float] | None:
+    counted = [r.cache for r in runs if r.cache is not None]
+    if not counted:
+        return None
+    totals = {k: sum(c[k] for c in counted) for k in (*COUNTS, "helper_cpu_seconds")}
+    return {
+        **totals,
+        **cache_ratios(totals),
+        "helper_cpu_ms_per_request": 1000 * totals["helper_cpu_seconds"] / max(requests, 1),
     }
 
 
@@ -405,12 +559,37 @@ def render(summaries: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "and responses >= 400. CPU ms/req: CPU time of the server process per request; "
         "CPU ratio: reference over API (the ratio's CPU counterpart, less sensitive to "
         "other load). Mode: fast, the default settings; off, every fast path off "
-        "(kit/internals.py). "
+        "(kit/internals.py); cached, the Redis cache on and the principal cache at its "
+        "default (the reference is uncached in every mode). "
         "New DB connections: sessions opened to the bench database during the measured "
         f"runs (pool churn). Targets: the ratio, and for the API p99 < {P99_TARGET_MS:.0f} ms "
         "and no errors.",
         "",
     ]
+    cached = [s for s in summaries if s["api"]["cache"] is not None]
+    if cached:
+        lines += [
+            "| scenario | mode | requests | cache lookups | cache hit ratio | "
+            "principal reads | requests without a principal read | Redis CPU ms/req |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for s in cached:
+            c = s["api"]["cache"]
+            lookups = c["hit"] + c["miss"] + c["bypass"]
+            lines.append(
+                f"| {s['scenario']} | {s['mode']} | {c['requests']:,.0f} | {lookups:,.0f} | "
+                f"**{c['hit_ratio']:.1%}** | {c['principal_reads']:,.0f} | "
+                f"{c['principal_hit_ratio']:.1%} | {c['helper_cpu_ms_per_request']:.3f} |"
+            )
+        lines += [
+            "",
+            "From the API's own metrics over the measured rounds: cache lookups "
+            "(`taskhub_cache_requests_total`: hit, miss, bypass), principal reads "
+            "(`taskhub_db_reads_total` less the lookups that found no entry), requests "
+            "(`taskhub_http_requests_total`). Redis CPU: the run's redis-server, per "
+            "request (not in the API's CPU column).",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -545,13 +724,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, choices=(1, 2))
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
-    parser.add_argument("--modes", default=",".join(MODES), help="the API's modes: fast,off")
+    parser.add_argument(
+        "--modes",
+        default=",".join(DEFAULT_MODES),
+        help=f"the API's modes, of {','.join(MODES)}",
+    )
     # Default: the API's own pool settings (TASKHUB_DB__* or the code's defaults).
     parser.add_argument("--pool-size", type=int, default=Settings().db.pool_size)
     parser.add_argument("--max-overflow", type=int, default=Settings().db.max_overflow)
     parser.add_argument("--api-port", type=int, default=8101)
     parser.add_argument("--reference-port", type=int, default=8102)
     parser.add_argument("--api-off-port", type=int, default=8103)
+    # The cached mode's API serves on --api-port (one API server runs at a time).
+    parser.add_argument("--redis-port", type=int, default=8104, help="the run's redis-server")
+    parser.add_argument("--metrics-port", type=int, default=8105, help="the cached API's")
     parser.add_argument(
         "--open-loop", action="store_true", help="latency at fixed rates (default mode only)"
     )
@@ -591,10 +777,13 @@ def main(argv: list[str] | None = None) -> None:
         "TASKHUB_LOG_JSON": "false",
         # The issue's measure is the database path: no Redis cache in front of it (the
         # reference has none) and no rate limit (a user's bucket would answer 429).
+        # The cached mode turns the cache on.
         "TASKHUB_CACHE__ENABLED": "false",
         "TASKHUB_RATELIMIT__ENABLED": "false",
         # The reference reads the principal's row on every request; so does the API here.
         "TASKHUB_AUTH__PRINCIPAL_CACHE_SECONDS": "0",
+        # The run's own Redis: writes retire cache entries in it even with the cache off.
+        "TASKHUB_REDIS__URL": f"redis://127.0.0.1:{args.redis_port}/0",
         "TASKHUB_REDIS__KEY_PREFIX": "taskhub-bench:",
     }
     os.environ.update(overrides)
@@ -603,22 +792,28 @@ def main(argv: list[str] | None = None) -> None:
     data = fixtures.build(fixture_file)
     # The same fixtures for bench/openloop.py run on its own.
     (RESULTS / "fixtures.json").write_text(json.dumps(data))
-    ports = {"fast": args.api_port, "off": args.api_off_port}
+    ports = {"fast": args.api_port, "off": args.api_off_port, CACHED: args.api_port}
+    store = redis_server(args.redis_port)
     apis = {}
     for mode in args.modes:
         name, settings = MODES[mode]
         port = str(ports[mode])
+        metrics_port = args.metrics_port if mode == CACHED else 0
         command = [str(BIN / "taskhub"), "api", "--host", "127.0.0.1", "--port", port]
-        command += ["--workers", "1", "--metrics-port", "0"]
-        apis[mode] = Server(name, ports[mode], command, settings)
+        command += ["--workers", "1", "--metrics-port", str(metrics_port)]
+        apis[mode] = Server(name, ports[mode], command, settings, metrics_port=metrics_port)
+        if mode == CACHED:
+            apis[mode].helpers.append(store)
     ref = Server(REF, args.reference_port, [str(BIN / "python"), "bench/reference_app.py"])
     ref.command += ["--port", str(args.reference_port)]
 
     runs: list[Run] = []
     points: list[dict[str, Any]] = []
     try:
-        with running([ref], env):
+        with running([store, ref], env):
             for mode, api in apis.items():
+                if mode == CACHED:
+                    flush(store)
                 with running([api], env):
                     check_same_answers(api, ref, data)
                     print(
@@ -628,6 +823,8 @@ def main(argv: list[str] | None = None) -> None:
                         if args.open_loop:
                             points += open_loop(wrk, api, ref, scenario, data, args, fixture_file)
                             continue
+                        if mode == CACHED:
+                            flush(store)  # cold: the warm-up fills the cache
                         for server in (api, ref):
                             run_wrk(wrk, server, scenario, args, fixture_file, args.warmup)
                         for n in range(1, args.rounds + 1):

@@ -3,17 +3,21 @@
 Every entry starts with the LSN its data is known to include (``asof``, 16 hex
 digits). Every write moves the *watermark* of each scope it touches (the owner's, the
 assignees', "all") up to its commit LSN: one ``SET`` per scope, O(1), never a scan.
-A lookup reads the global floor, the scope's watermark and the entry in one Lua call
-(one round trip) and returns the entry only if its ``asof`` reaches the highest of
-those and of the client's own consistency token. So an entry written before a write
-can never be served after it, and a client never sees data older than its own last
-write. Redis being down only means misses.
+A lookup reads the global floor, the scope's watermark and the entry in one ``MGET``
+(one round trip, atomic) and returns the entry only if its ``asof`` reaches the
+highest of those and of the client's own consistency token. So an entry written
+before a write can never be served after it, and a client never sees data older than
+its own last write. Redis being down only means misses.
 
-Concurrent writes share their invalidation call (as a database shares a commit
-flush): while one call is in flight, the next writes gather into one batch, sent when
-it returns, and each write waits for its batch, so the marks are up before its
-response leaves. A batch raises all its scopes to its highest commit LSN: a mark set
-higher than a write needed only costs misses, never a stale hit.
+Concurrent calls share their round trip (as a database shares a commit flush): while
+one call is in flight, the next lookups gather into one batch (one ``MGET`` of every
+key they need), and so do the next writes' invalidations; each batch is sent when the
+previous one of its kind returns, and each caller waits for its own batch, so a
+write's marks are up before its response leaves. Under load that is one Redis call
+per batch instead of one per request, and redis-py's cost per call (about 80 µs of
+CPU) is paid once per batch. An invalidation batch raises all its scopes to its
+highest commit LSN: a mark set higher than a write needed only costs misses, never a
+stale hit.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 from prometheus_client import Counter
 
@@ -38,18 +43,6 @@ CACHE_REQUESTS = Counter(
 _HIT = CACHE_REQUESTS.labels("hit")
 _MISS = CACHE_REQUESTS.labels("miss")
 _BYPASS = CACHE_REQUESTS.labels("bypass")
-
-# KEYS: global floor, scope watermark, entry. ARGV: the client's minimum LSN.
-_LOOKUP = """
-local floor = ARGV[1]
-for i = 1, 2 do
-  local mark = redis.call('GET', KEYS[i])
-  if mark and mark > floor then floor = mark end
-end
-local entry = redis.call('GET', KEYS[3])
-if entry and string.sub(entry, 1, 16) >= floor then return {floor, entry} end
-return {floor}
-"""
 
 # Raise each key to ARGV[1] unless it is higher already (watermarks never go back).
 _RAISE = """
@@ -78,14 +71,31 @@ class _Batch:
     )
 
 
+@dataclass(slots=True)
+class _Wanted:
+    """A lookup waiting for the next call to Redis: its keys and its answer."""
+
+    mark: str
+    entry: str
+    min_lsn: int
+    found: asyncio.Future[Lookup] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+def _lsn(mark: bytes | None) -> int:
+    return int(mark, 16) if mark else 0
+
+
 class Cache:
     def __init__(self, store: RedisStore, settings: CacheSettings) -> None:
         self.store = store
         self.enabled = settings.enabled
         self.ttl = settings.ttl_seconds
         self._floor_key = store.key("cache", "floor")
-        self._lookup = store.script(_LOOKUP)
         self._raise = store.script(_RAISE)
+        self._wanted: list[_Wanted] = []
+        self._reader: asyncio.Task[None] | None = None
         # Highest commit LSN whose invalidation could not reach Redis; raised into the
         # global floor as soon as Redis answers again. -1: a commit LSN is unknown,
         # the next known one is used.
@@ -100,30 +110,71 @@ class Cache:
         return self.store.key("cache", scope, key)
 
     async def lookup(self, scope: str, key: str, min_lsn: int) -> Lookup:
+        """The entry, if it is known to include every write of its scope and the
+        client's ``min_lsn``; with the floor a read filling it must reach."""
         if not self.enabled:
             return Lookup(min_lsn, None)
-        if self._lost is not None and self._lost < 0:
+        if (self._lost is not None and self._lost < 0) or not self.store.available:
             # A commit whose LSN is unknown was not invalidated: no hits until it is.
+            # Redis failed a moment ago: no wait for it.
             _BYPASS.inc()
             return Lookup(min_lsn, None)
+        wanted = _Wanted(self._scope_key(scope), self._entry_key(scope, key), min_lsn)
+        self._wanted.append(wanted)
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read())
+        # A cancelled request cancels its own answer only; the batch goes on.
+        return await wanted.found
+
+    async def _read(self) -> None:
+        """Answers the lookups waiting, then those that gathered meanwhile, until none
+        is left: one MGET per batch."""
+        try:
+            while wanted := self._wanted:
+                self._wanted = []
+                try:
+                    found = await self._fetch(wanted)
+                except BaseException as exc:
+                    for w in wanted:
+                        if not w.found.done():
+                            w.found.set_exception(exc)
+                    raise
+                for w, lookup in zip(wanted, found, strict=True):
+                    if not w.found.done():  # not cancelled meanwhile
+                        w.found.set_result(lookup)
+        finally:
+            self._reader = None
+            left, self._wanted = self._wanted, []  # only after an unexpected error
+            for w in left:
+                if not w.found.done():
+                    w.found.set_exception(RuntimeError("cache lookup failed"))
+
+    async def _fetch(self, wanted: list[_Wanted]) -> list[Lookup]:
+        # Each key once: the floor, then each scope's mark and each entry.
+        slots: dict[str, int] = {self._floor_key: 0}
+        for w in wanted:
+            slots.setdefault(w.mark, len(slots))
+            slots.setdefault(w.entry, len(slots))
+        keys = list(slots)
         try:
             await self._recover()
-            reply = await self.store.call(
-                lambda r: self._lookup(
-                    keys=[self._floor_key, self._scope_key(scope), self._entry_key(scope, key)],
-                    args=[fixed_hex(min_lsn)],
-                    client=r,
-                )
-            )
+            # bytes: the client does not decode responses
+            values = cast(list[bytes | None], await self.store.call(lambda r: r.mget(keys)))
         except RedisUnavailable:
-            _BYPASS.inc()
-            return Lookup(min_lsn, None)
-        floor = int(reply[0], 16)
-        if len(reply) > 1:
-            _HIT.inc()
-            return Lookup(floor, bytes(reply[1][16:]))
-        _MISS.inc()
-        return Lookup(floor, None)
+            _BYPASS.inc(len(wanted))
+            return [Lookup(w.min_lsn, None) for w in wanted]
+        floor = _lsn(values[0])
+        found = []
+        for w in wanted:
+            least = max(floor, _lsn(values[slots[w.mark]]), w.min_lsn)
+            entry = values[slots[w.entry]]
+            if entry is not None and int(entry[:16], 16) >= least:
+                _HIT.inc()
+                found.append(Lookup(least, entry[16:]))
+            else:
+                _MISS.inc()
+                found.append(Lookup(least, None))
+        return found
 
     async def put(self, scope: str, key: str, asof: int, floor: int, value: bytes) -> None:
         """Store a value read at ``asof``; useless (so skipped) below the floor."""

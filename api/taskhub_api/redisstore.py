@@ -3,10 +3,17 @@
 Redis is not a source of truth. When it fails, callers get ``RedisUnavailable`` at once
 and go on without it; for ``retry_after_seconds`` after a failure nobody waits on it,
 then the next call tries again, so service comes back by itself when Redis does.
+
+At most ``max_connections`` calls are in flight at once; the next ones wait for a free
+connection. redis-py's own pool raises ``MaxConnectionsError`` instead, which is the
+process's own load, not Redis failing: it must not open the breaker (it did, and
+under 64 concurrent requests the cache and the rate limits went off for a second at a
+time).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -44,6 +51,7 @@ class RedisStore:
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
+        self._slots = asyncio.Semaphore(settings.max_connections)
         self._skip_until = 0.0
         self._down = False
         REDIS_UP.set(1)
@@ -62,6 +70,12 @@ class RedisStore:
     async def call(self, operation: Callable[[Redis], Awaitable[T]]) -> T:
         if not self.available:
             raise RedisUnavailable("skipped after a recent failure")
+        async with self._slots:
+            if not self.available:  # failed while this call waited for a connection
+                raise RedisUnavailable("skipped after a recent failure")
+            return await self._call(operation)
+
+    async def _call(self, operation: Callable[[Redis], Awaitable[T]]) -> T:
         try:
             result = await operation(self.client)
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:

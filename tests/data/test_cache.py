@@ -1,16 +1,20 @@
-"""The Redis cache: hits, never stale for the writer, per-scope invalidation, and the
-API going on without Redis (and coming back with it)."""
+"""The Redis cache: hits, never stale for the writer, per-scope invalidation, shared
+round trips for concurrent lookups and writes, and the API going on without Redis (and
+coming back with it)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
-from taskhub_api.cache import Cache
+from taskhub_api.cache import Cache, Lookup
 from taskhub_api.kit.lsn import fixed_hex
 from taskhub_api.redisstore import RedisStore
 from taskhub_api.settings import CacheSettings, RedisSettings
@@ -22,6 +26,7 @@ from tests.data.conftest import (
     replica_sql,
 )
 from tests.stack import REDIS_URL, devstack
+from tests.support.net import CLOSED_PORT
 from tests.support.wait import eventually
 
 TASKS = "/api/v1/tasks"
@@ -148,6 +153,100 @@ class TestInvalidationBatches:
         finally:
             await client.delete(*[k async for k in client.scan_iter(f"{prefix}*")])
             await client.aclose()
+            await store.close()
+
+
+def counted(result: str) -> float:
+    return REGISTRY.get_sample_value("taskhub_cache_requests_total", {"result": result}) or 0
+
+
+@pytest.fixture
+async def cache() -> AsyncIterator[tuple[Cache, aioredis.Redis]]:
+    """A cache on the test stack's Redis under a prefix of its own, and a plain client."""
+    prefix = f"taskhub-test-lookup-{uuid.uuid4().hex[:8]}:"
+    store = RedisStore(RedisSettings(url=REDIS_URL, key_prefix=prefix))
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        yield Cache(store, CacheSettings()), client
+    finally:
+        if keys := [k async for k in client.scan_iter(f"{prefix}*")]:
+            await client.delete(*keys)
+        await client.aclose()
+        await store.close()
+
+
+class TestLookupBatches:
+    async def test_concurrent_lookups_share_calls_and_each_gets_its_own_answer(
+        self, cache: tuple[Cache, aioredis.Redis]
+    ) -> None:
+        entries, client = cache
+        await entries.put("u:1", "fresh", asof=100, floor=0, value=b"one")
+        await entries.put("u:2", "stale", asof=100, floor=0, value=b"two")
+        await entries.invalidate({"u:2"}, 200)  # a write in u:2 after its entry was read
+        wanted = [
+            (("u:1", "fresh", 0), Lookup(0, b"one")),
+            (("u:1", "fresh", 150), Lookup(150, None)),  # the client wrote at 150
+            (("u:2", "stale", 0), Lookup(200, None)),
+            (("u:1", "absent", 0), Lookup(0, None)),
+        ] * 10
+        hits, misses = counted("hit"), counted("miss")
+        await client.config_resetstat()
+        # Two waves of 20 concurrent lookups, the second while the first one's call is
+        # in flight (or just back): one MGET per wave, not one per lookup.
+        first = [asyncio.create_task(entries.lookup(*args)) for args, _ in wanted[:20]]
+        await asyncio.sleep(0)
+        found = await asyncio.gather(*first, *(entries.lookup(*a) for a, _ in wanted[20:]))
+        stats = await client.info("commandstats")
+        assert stats["cmdstat_mget"]["calls"] == 2
+        assert "cmdstat_get" not in stats and "cmdstat_evalsha" not in stats
+        assert found == [answer for _, answer in wanted]
+        assert (counted("hit") - hits, counted("miss") - misses) == (10, 30)
+
+    async def test_a_cancelled_lookup_leaves_its_batch_to_the_others(
+        self, cache: tuple[Cache, aioredis.Redis]
+    ) -> None:
+        entries, _ = cache
+        await entries.put("u:1", "k", asof=10, floor=0, value=b"v")
+        lookups = [asyncio.create_task(entries.lookup("u:1", "k", 0)) for _ in range(5)]
+        await asyncio.sleep(0)  # all five wait for one call
+        lookups[0].cancel()
+        results = await asyncio.gather(*lookups, return_exceptions=True)
+        assert isinstance(results[0], asyncio.CancelledError)
+        assert results[1:] == [Lookup(0, b"v")] * 4
+        assert await entries.lookup("u:1", "k", 0) == Lookup(0, b"v")  # and the next ones
+
+    async def test_without_redis_lookups_miss_at_once(self) -> None:
+        url = f"redis://127.0.0.1:{CLOSED_PORT}/0"
+        store = RedisStore(RedisSettings(url=url, retry_after_seconds=60))
+        entries = Cache(store, CacheSettings())
+        bypassed = counted("bypass")
+        try:
+            found = await asyncio.gather(*(entries.lookup("u:1", "k", 7) for _ in range(10)))
+            assert found == [Lookup(7, None)] * 10
+            assert not store.available  # the breaker is open: the next ones do not wait
+            started = time.perf_counter()
+            assert await entries.lookup("u:1", "k", 7) == Lookup(7, None)
+            assert time.perf_counter() - started < 0.05
+            assert counted("bypass") - bypassed == 11
+        finally:
+            await store.close()
+
+
+class TestConnectionLimit:
+    async def test_more_calls_than_connections_wait_and_never_open_the_breaker(self) -> None:
+        """redis-py's pool refuses a call past max_connections (MaxConnectionsError):
+        that is this process's own load, not Redis failing."""
+        prefix = f"taskhub-test-limit-{uuid.uuid4().hex[:8]}:"
+        store = RedisStore(RedisSettings(url=REDIS_URL, key_prefix=prefix, max_connections=3))
+        key = store.key("count")
+        errors = REGISTRY.get_sample_value("taskhub_redis_errors_total") or 0
+        try:
+            counts = await asyncio.gather(*(store.call(lambda r: r.incr(key)) for _ in range(100)))
+            assert sorted(counts) == list(range(1, 101))
+            assert store.available
+            assert (REGISTRY.get_sample_value("taskhub_redis_errors_total") or 0) == errors
+        finally:
+            await store.call(lambda r: r.delete(key))
             await store.close()
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import asyncpg
 
+import proctree
+
 ROOT = Path(__file__).resolve().parent.parent
 DB = "taskhub_bench"
 HOST = "127.0.0.1"
@@ -175,23 +177,28 @@ async def journey(dsn: str, webhooks: int) -> Journey:
         await conn.close()
 
 
-async def _wait_drained(dsn: str, webhooks: int, seconds: float) -> tuple[float, Journey]:
+async def _wait_drained(dsn: str, webhooks: int, seconds: float) -> tuple[float, Journey, float]:
     started = time.monotonic()
     conn = await asyncpg.connect(dsn)  # one connection: the primary forks no backend per poll
+    backend = await conn.fetchval("SELECT pg_backend_pid()")
     try:
         while True:
             state = await _journey(conn, webhooks)
             elapsed = time.monotonic() - started
             if state.drained or elapsed > seconds:
-                return elapsed, state
+                # What the polling cost the primary (its backend's CPU), for the caller
+                # to take out of the primary's figure.
+                probe = proctree.snapshot({"probe": backend})["probe"]
+                return elapsed, state, probe
             await asyncio.sleep(0.5)
     finally:
         await conn.close()
 
 
-def wait_drained(dsn: str, webhooks: int, seconds: float) -> tuple[float, Journey]:
+def wait_drained(dsn: str, webhooks: int, seconds: float) -> tuple[float, Journey, float]:
     """Seconds until every event is relayed and every job it caused is done (or
-    ``seconds`` passed: see the state's ``drained``), and where the journey stands."""
+    ``seconds`` passed: see the state's ``drained``), where the journey stands, and the
+    CPU seconds that the polling cost the primary."""
     return asyncio.run(_wait_drained(dsn, webhooks, seconds))
 
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -35,15 +35,22 @@ class RedisStore:
     def __init__(self, settings: RedisSettings) -> None:
         self.prefix = settings.key_prefix
         self._retry_after = settings.retry_after_seconds
-        self.client: Redis = Redis.from_url(
+        # A call waits (at most socket_timeout) for a free connection when all
+        # max_connections are in use. The default pool raised MaxConnectionsError at
+        # once instead, which tripped the breaker: under more concurrent requests than
+        # connections the API served without its cache, and rate limits failed open,
+        # for retry_after_seconds at a time (docs/benchmarks.md, "The whole stack").
+        pool = BlockingConnectionPool.from_url(
             settings.url,
+            max_connections=settings.max_connections,
+            timeout=settings.socket_timeout,
             socket_timeout=settings.socket_timeout,
             socket_connect_timeout=settings.connect_timeout,
-            max_connections=settings.max_connections,
             # One attempt per call: the breaker, not a retry loop, handles outages.
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
+        self.client: Redis = Redis.from_pool(pool)  # closes the pool with the client
         self._skip_until = 0.0
         self._down = False
         REDIS_UP.set(1)

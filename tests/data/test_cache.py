@@ -151,6 +151,19 @@ class TestInvalidationBatches:
             await store.close()
 
 
+class TestBusyPool:
+    async def test_more_concurrent_calls_than_connections_wait_and_succeed(self) -> None:
+        # Exhausting the pool is load, not an outage: no call fails and the breaker
+        # stays closed (it used to open, turning the cache and rate limits off).
+        store = RedisStore(RedisSettings(url=REDIS_URL, max_connections=2))
+        try:
+            answers = await asyncio.gather(*(store.call(lambda r: r.ping()) for _ in range(50)))
+            assert answers == [True] * 50
+            assert store.available
+        finally:
+            await store.close()
+
+
 class TestRedisDown:
     async def test_the_api_serves_correct_data_and_recovers(self, server: Server) -> None:
         alice = await server.signup()

@@ -151,7 +151,9 @@ def create_webhooks(url: str, count: int, hook_port: int, dsn: str) -> None:
             sys.exit(f"stack: creating a webhook answered {status}: {answer[:300]!r}")
 
 
-def check_journey(url: str, data: dict[str, list[dict[str, str]]], dsn: str, webhooks: int) -> None:
+def check_journey(
+    url: str, data: dict[str, list[dict[str, str]]], dsn: str, webhooks: int, broker_port: int
+) -> None:
     """One create, then its events through relay, dispatcher and worker to the sinks:
     every process works before anything is measured."""
     import run
@@ -160,7 +162,7 @@ def check_journey(url: str, data: dict[str, list[dict[str, str]]], dsn: str, web
     status, answer = run._request(url + first["path"], first["token"], first["body"])
     if status != 201:
         sys.exit(f"stack: a create answered {status}: {answer[:300]!r}")
-    seconds, state, _ = stackenv.wait_drained(dsn, webhooks, 60)
+    seconds, state, _ = stackenv.wait_drained(dsn, webhooks, broker_port, 60)
     if not state.drained:
         sys.exit(f"stack: a create's events did not go through within 60 s: {state}")
     print(f"stack: a create's events went through in {seconds:.1f} s ({state})", flush=True)
@@ -180,7 +182,7 @@ def measure(
 
     run.run_wrk(wrk, api, scenario, args, fixture_file, args.warmup)
     if scenario == "create":
-        stackenv.wait_drained(dsn, args.webhooks, args.drain_timeout)
+        stackenv.wait_drained(dsn, args.webhooks, args.ports["broker"], args.drain_timeout)
         journey_before = asyncio.run(stackenv.journey(dsn, args.webhooks))
     metrics_before = stackenv.api_metrics(args.ports["metrics"])
     xacts_before = asyncio.run(stackenv.db_stats(args.ports))
@@ -193,7 +195,9 @@ def measure(
     drain, probe = 0.0, 0.0
     journey: dict[str, Any] | None = None
     if scenario == "create":
-        drain, state, probe = stackenv.wait_drained(dsn, args.webhooks, args.drain_timeout)
+        drain, state, probe = stackenv.wait_drained(
+            dsn, args.webhooks, args.ports["broker"], args.drain_timeout
+        )
         journey = {
             "drained": state.drained,
             "creates": state.created - journey_before.created,
@@ -204,11 +208,12 @@ def measure(
                 "jobs_not_done": state.other_jobs,
                 "jobs_missing": max(state.expected_jobs - state.done_jobs, 0),
             },
-            "queues": stackenv.queue_depths(args.ports["broker"]),
         }
     else:
         time.sleep(1.5)  # backends report their statistics about once a second
     cpu_after = proctree.snapshot(roots)
+    if journey is not None:  # after the snapshot: rabbitmqctl costs the broker some CPU
+        journey["queues"] = stackenv.queue_depths(args.ports["broker"])
     xacts = proctree.delta(xacts_before, asyncio.run(stackenv.db_stats(args.ports)))
     metrics = stackenv.counter_delta(metrics_before, stackenv.api_metrics(args.ports["metrics"]))
 
@@ -339,11 +344,13 @@ def main(argv: list[str] | None = None) -> None:
                 command += ["--workers", str(workers), "--metrics-port", str(ports["metrics"])]
                 api = run.Server(f"stack-api-{workers}w", ports["api"], command)
                 with run.running([api], env):
+                    warm = stackenv.wait_warm(api.url)
+                    print(f"stack: {workers} worker(s) ready and warm after {warm:.1f} s")
                     if n == 0:
                         create_webhooks(api.url, args.webhooks, ports["hook"], DB_DSN)
                         # The dispatcher finds subscribers on the replica.
                         asyncio.run(stackenv.replica_caught_up(ports))
-                        check_journey(api.url, data, DB_DSN, args.webhooks)
+                        check_journey(api.url, data, DB_DSN, args.webhooks, ports["broker"])
                     roots = {"api": pid(api), **services}
                     for server in background:
                         roots[server.name.removeprefix("stack-")] = pid(server)

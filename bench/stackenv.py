@@ -177,7 +177,9 @@ async def journey(dsn: str, webhooks: int) -> Journey:
         await conn.close()
 
 
-async def _wait_drained(dsn: str, webhooks: int, seconds: float) -> tuple[float, Journey, float]:
+async def _wait_drained(
+    dsn: str, webhooks: int, broker_port: int, seconds: float
+) -> tuple[float, Journey, float]:
     started = time.monotonic()
     conn = await asyncpg.connect(dsn)  # one connection: the primary forks no backend per poll
     backend = await conn.fetchval("SELECT pg_backend_pid()")
@@ -185,7 +187,9 @@ async def _wait_drained(dsn: str, webhooks: int, seconds: float) -> tuple[float,
         while True:
             state = await _journey(conn, webhooks)
             elapsed = time.monotonic() - started
-            if state.drained or elapsed > seconds:
+            # Drained in the database; then the broker holds nothing either (the
+            # duplicates of a batch the relay published again, see relay.py).
+            if (state.drained and await queued(broker_port) == 0) or elapsed > seconds:
                 # What the polling cost the primary (its backend's CPU), for the caller
                 # to take out of the primary's figure.
                 probe = proctree.snapshot({"probe": backend})["probe"]
@@ -195,11 +199,14 @@ async def _wait_drained(dsn: str, webhooks: int, seconds: float) -> tuple[float,
         await conn.close()
 
 
-def wait_drained(dsn: str, webhooks: int, seconds: float) -> tuple[float, Journey, float]:
+def wait_drained(
+    dsn: str, webhooks: int, broker_port: int, seconds: float
+) -> tuple[float, Journey, float]:
     """Seconds until every event is relayed and every job it caused is done (or
-    ``seconds`` passed: see the state's ``drained``), where the journey stands, and the
+    ``seconds`` passed: see the state's ``drained``) and the broker's queues are
+    empty, where the journey stands, and the
     CPU seconds that the polling cost the primary."""
-    return asyncio.run(_wait_drained(dsn, webhooks, seconds))
+    return asyncio.run(_wait_drained(dsn, webhooks, broker_port, seconds))
 
 
 async def reset(dsn: str) -> None:
@@ -254,6 +261,41 @@ def api_metrics(port: int) -> dict[str, float]:
 
 def counter_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
     return {k: round(v - before.get(k, 0.0)) for k, v in after.items() if v - before.get(k, 0.0)}
+
+
+def wait_warm(url: str, seconds: float = 60) -> float:
+    """Seconds until ``/health/ready`` answered 200 ten times in a row: every worker
+    process has warmed its pools (an API process says ready once they are, see
+    docs/data.md, "Start-up"), not only the first to answer."""
+    started = time.monotonic()
+    streak = 0
+    while streak < 10:
+        if time.monotonic() - started > seconds:
+            sys.exit(f"stack: {url} was not ready within {seconds:.0f} s")
+        try:
+            with urllib.request.urlopen(url + "/health/ready", timeout=5) as response:  # noqa: S310
+                streak = streak + 1 if response.status == 200 else 0
+        except OSError:  # 503 (HTTPError) while warming, or not listening yet
+            streak = 0
+            time.sleep(0.2)
+    return time.monotonic() - started
+
+
+async def queued(port: int) -> int:
+    """Messages ready in the job and dispatch queues (passive declares: one AMQP
+    connection, nothing declared)."""
+    import aio_pika
+
+    connection = await aio_pika.connect(f"amqp://guest:guest@{HOST}:{port}/", timeout=10)
+    try:
+        channel = await connection.channel()
+        total = 0
+        for name in ("taskhub.dispatch", "notifications", "webhooks", "maintenance"):
+            queue = await channel.declare_queue(name, passive=True)
+            total += queue.declaration_result.message_count or 0
+        return total
+    finally:
+        await connection.close()
 
 
 def queue_depths(port: int) -> dict[str, int]:

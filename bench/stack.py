@@ -84,6 +84,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tasks", type=int, default=None, help="tasks to seed (default: bench/seed.py's)"
     )
+    parser.add_argument(
+        "--log-level", default="WARNING", help="of the TaskHub processes (INFO: a line a job)"
+    )
     parser.add_argument("--seed-only", action="store_true", help="start the stack, seed, stop")
     parser.add_argument(
         "--keep-stack", action="store_true", help="leave the data stack running afterwards"
@@ -297,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(stackenv.BROKER_DIR, ignore_errors=True)  # a fresh node, empty queues
         print("stack: starting the RabbitMQ node", flush=True)
         stackenv.broker("start", ports["broker"])
-        os.environ.update(stackenv.taskhub_env(ports))
+        os.environ.update(stackenv.taskhub_env(ports, args.log_level))
         env = dict(os.environ)
         RESULTS.mkdir(parents=True, exist_ok=True)
         fixture_file = RESULTS / "stack-fixtures.lua"

@@ -87,7 +87,7 @@ def service_pids(ports: dict[str, int]) -> dict[str, int]:
     }
 
 
-def taskhub_env(p: dict[str, int]) -> dict[str, str]:
+def taskhub_env(p: dict[str, int], log_level: str = "WARNING") -> dict[str, str]:
     """The settings of every TaskHub process: ``make dev``'s (scripts/devstack.sh env,
     the loopback webhook networks), on this stack's ports."""
     unlimited = {"requests": 100_000_000, "per_seconds": 60}
@@ -109,7 +109,7 @@ def taskhub_env(p: dict[str, int]) -> dict[str, str]:
             dict.fromkeys(("admin", "user", "viewer"), unlimited)
         ),
         # As bench/run.py: a line per request or job would be measured too.
-        "TASKHUB_LOG_LEVEL": "WARNING",
+        "TASKHUB_LOG_LEVEL": log_level,
         "TASKHUB_LOG_JSON": "false",
     }
 
@@ -298,12 +298,15 @@ async def queued(port: int) -> int:
         await connection.close()
 
 
-def queue_depths(port: int) -> dict[str, int]:
-    """Messages left in the broker's queues (those holding any)."""
-    out = broker("ctl", port, "list_queues", "-q", "name", "messages")
+def queue_depths(port: int) -> dict[str, dict[str, int]]:
+    """Messages left in the broker's queues (those holding any): ready, and delivered
+    to a consumer but not yet acknowledged."""
+    out = broker(
+        "ctl", port, "list_queues", "-q", "name", "messages_ready", "messages_unacknowledged"
+    )
     depths = {}
     for line in out.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and int(parts[1]):
-            depths[parts[0]] = int(parts[1])
+        if len(parts) == 3 and all(p.isdigit() for p in parts[1:]) and parts[1:] != ["0", "0"]:
+            depths[parts[0]] = {"ready": int(parts[1]), "unacked": int(parts[2])}
     return depths

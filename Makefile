@@ -87,5 +87,8 @@ chaos: install packages ## Seeded fault-injection run that reconciles every effe
 bench: install ## Benchmark the API against a raw-asyncpg reference (bench/results/latest.md)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+bench-stack: install ## Benchmark the whole stack as `make dev` runs it, CPU of every process (bench/results/stack.md)
+	$(BIN)/python bench/stack.py $(BENCH_ARGS)
+
 clean: ## Remove the virtualenv and caches (keeps .local data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

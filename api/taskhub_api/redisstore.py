@@ -3,17 +3,10 @@
 Redis is not a source of truth. When it fails, callers get ``RedisUnavailable`` at once
 and go on without it; for ``retry_after_seconds`` after a failure nobody waits on it,
 then the next call tries again, so service comes back by itself when Redis does.
-
-At most ``max_connections`` calls are in flight at once; the next ones wait for a free
-connection. redis-py's own pool raises ``MaxConnectionsError`` instead, which is the
-process's own load, not Redis failing: it must not open the breaker (it did, and
-under 64 concurrent requests the cache and the rate limits went off for a second at a
-time).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +14,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -42,16 +35,22 @@ class RedisStore:
     def __init__(self, settings: RedisSettings) -> None:
         self.prefix = settings.key_prefix
         self._retry_after = settings.retry_after_seconds
-        self.client: Redis = Redis.from_url(
+        # A call waits (at most socket_timeout) for a free connection when all
+        # max_connections are in use. The default pool raised MaxConnectionsError at
+        # once instead, which tripped the breaker: under more concurrent requests than
+        # connections the API served without its cache, and rate limits failed open,
+        # for retry_after_seconds at a time (docs/benchmarks.md, "The whole stack").
+        pool = BlockingConnectionPool.from_url(
             settings.url,
+            max_connections=settings.max_connections,
+            timeout=settings.socket_timeout,
             socket_timeout=settings.socket_timeout,
             socket_connect_timeout=settings.connect_timeout,
-            max_connections=settings.max_connections,
             # One attempt per call: the breaker, not a retry loop, handles outages.
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
-        self._slots = asyncio.Semaphore(settings.max_connections)
+        self.client: Redis = Redis.from_pool(pool)  # closes the pool with the client
         self._skip_until = 0.0
         self._down = False
         REDIS_UP.set(1)
@@ -70,12 +69,6 @@ class RedisStore:
     async def call(self, operation: Callable[[Redis], Awaitable[T]]) -> T:
         if not self.available:
             raise RedisUnavailable("skipped after a recent failure")
-        async with self._slots:
-            if not self.available:  # failed while this call waited for a connection
-                raise RedisUnavailable("skipped after a recent failure")
-            return await self._call(operation)
-
-    async def _call(self, operation: Callable[[Redis], Awaitable[T]]) -> T:
         try:
             result = await operation(self.client)
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:

@@ -32,7 +32,7 @@ from taskhub_api.db import Database
 from taskhub_api.jobs.ledger import JobContext
 from taskhub_api.settings import Settings, WebhookSettings
 from taskhub_api.webhooks.jobs import DeliveryFailed, deliver, delivery_id, delivery_job, send
-from taskhub_api.webhooks.transport import PinnedTransport
+from taskhub_api.webhooks.transport import PinnedTransport, default_ssl_context
 from taskhub_api.webhooks.urlguard import UnsafeUrl, check_url
 from tests.support.users import NewUser, create_task
 
@@ -521,6 +521,23 @@ class TestTls:
         )
         assert status is None and error is not None
         assert "CERTIFICATE_VERIFY_FAILED" in error or "certificate" in error.lower()
+        assert state.hits == []
+
+    async def test_the_shared_default_context_still_checks_certificates(
+        self, https: tuple[Receiver, ssl.SSLContext]
+    ) -> None:
+        # Built once per process (it loads the CA bundle), and as strict as httpx's.
+        context = default_ssl_context()
+        assert default_ssl_context() is context
+        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+        state, _ = https
+        dns = FakeDns({"hooks.example.test": ["127.0.0.2"]})
+        settings = WebhookSettings(allowed_networks=[ip_network("127.0.0.2/32")], timeout=5)
+        url = f"https://hooks.example.test:{state.port}/tls"
+        for _ in range(2):  # the second delivery reuses the context
+            status, error = await send(settings, url, BODY, HEADERS, resolver=dns)
+            assert status is None and error is not None
+            assert "CERTIFICATE_VERIFY_FAILED" in error  # a private CA: not trusted
         assert state.hits == []
 
 

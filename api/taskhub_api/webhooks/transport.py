@@ -18,6 +18,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from functools import cache
 
 import httpcore
 import httpx
@@ -43,6 +44,15 @@ _ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
     (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
     (httpcore.ProtocolError, httpx.ProtocolError),
 )
+
+
+@cache
+def default_ssl_context() -> ssl.SSLContext:
+    """httpx's default context (certifi's CAs, certificate and host name checks), built
+    once per process: building one loads the CA bundle, 10-25 ms of CPU that every
+    delivery paid before (docs/benchmarks.md, "The whole stack"). A context holds no
+    per-connection state, so every delivery can share it."""
+    return httpx.create_ssl_context()
 
 
 def _bare(host: str) -> str:
@@ -117,7 +127,7 @@ class PinnedTransport(httpx.AsyncBaseTransport):
         self.target = target
         self.max_body = max_body
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context or httpx.create_ssl_context(),
+            ssl_context=ssl_context or default_ssl_context(),
             max_connections=1,
             http1=True,
             http2=False,

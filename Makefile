@@ -11,7 +11,7 @@ DB_NAME ?= taskhub
 # every target that talks to it.
 STACK_ENV = eval "$$(scripts/devstack.sh env)"
 
-.PHONY: help install services packages stack stack-down test-stack broker migrate admin dev lint format test test-fast test-compat chaos bench clean
+.PHONY: help install services packages stack stack-down test-stack broker migrate admin dev lint format test test-fast test-compat chaos bench bench-stack bench-servers clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -89,6 +89,9 @@ bench: install ## Benchmark the API against a raw-asyncpg reference (bench/resul
 
 bench-stack: install ## Benchmark the whole stack as `make dev` runs it, CPU of every process (bench/results/stack.md)
 	$(BIN)/python bench/stack.py $(BENCH_ARGS)
+
+bench-servers: install ## The API under uvicorn and granian, 1 and 2 workers (bench/results/servers.md)
+	$(BIN)/python bench/servers.py $(BENCH_ARGS)
 
 clean: ## Remove the virtualenv and caches (keeps .local data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

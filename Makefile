@@ -14,7 +14,7 @@ STACK_ENV = eval "$$(scripts/devstack.sh env)"
 .PHONY: help install services packages stack stack-down test-stack broker migrate admin dev lint format test test-fast test-compat chaos bench bench-stack bench-servers clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(UV):
 	python3 -m venv .local/uv

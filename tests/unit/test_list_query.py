@@ -87,16 +87,39 @@ class TestBuildListQuery:
         assert "ORDER BY priority ASC, created_at ASC, id ASC" in sql
         assert args == ["high", T, LAST, 20]
 
-    def test_a_nullable_sort_keeps_nulls_last(self) -> None:
-        sql, args = query(sort="due_at", after=[T, LAST])
-        assert "((due_at, id) > ($1::timestamptz, $2::uuid) OR due_at IS NULL)" in sql
-        assert "ORDER BY due_at ASC NULLS LAST, id ASC NULLS LAST" not in sql
-        assert "ORDER BY due_at ASC NULLS LAST, id ASC" in sql
+    @pytest.mark.parametrize(
+        ("sort", "op", "direction"), [("due_at", ">", "ASC"), ("-due_at", "<", "DESC")]
+    )
+    def test_a_nullable_sort_walks_the_dated_rows_then_the_null_block(
+        self, sort: str, op: str, direction: str
+    ) -> None:
+        sql, args = query(sort=sort, after=[T, LAST])
+        dated, undated = sql.split(" UNION ALL ")
+        # Each part an index condition on (due_at, id) in one direction, no OR.
+        assert f"due_at IS NOT NULL AND (due_at, id) {op} ($1::timestamptz, $2::uuid)" in dated
+        assert "due_at IS NULL" in undated
+        assert "$1" not in undated
+        assert " OR " not in sql
+        assert sql.count(f"ORDER BY due_at {direction}, id {direction} LIMIT $3") == 2
+        assert sql.endswith(f"ORDER BY due_at {direction} NULLS LAST, id {direction} LIMIT $3")
         assert args == [T, LAST, 20]
+
+    def test_the_first_page_of_a_nullable_sort_has_both_parts(self) -> None:
+        sql, args = query(sort="-due_at")
+        assert "due_at IS NOT NULL ORDER BY due_at DESC, id DESC LIMIT $1" in sql
+        assert "due_at IS NULL ORDER BY due_at DESC, id DESC LIMIT $1" in sql
+        assert args == [20]
+
+    def test_a_user_gets_both_parts_in_each_branch(self) -> None:
+        sql, _ = query(visible_to=ME, sort="due_at")
+        assert sql.count("UNION ALL") == 3
+        assert sql.count("owner_id = $1 AND") == 2
+        assert sql.count("assignee_id = $1 AND owner_id <> $1") == 2
 
     def test_after_the_last_due_date_the_page_walks_the_null_block(self) -> None:
         sql, args = query(sort="due_at", after=[None, LAST])
-        assert "(due_at IS NULL AND id > $1::uuid)" in sql
+        assert "UNION" not in sql
+        assert "due_at IS NULL AND id > $1::uuid ORDER BY due_at ASC, id ASC LIMIT $2" in sql
         assert args == [LAST, 20]
 
 

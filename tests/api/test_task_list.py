@@ -127,6 +127,23 @@ async def test_every_sort_walks_a_users_tasks_in_order(
     assert [t["id"] for t in items] == expected_order(visible, sort)
 
 
+async def test_a_users_assignee_filter_keeps_to_what_they_may_read(
+    client: httpx.AsyncClient, new_user: NewUser
+) -> None:
+    admin, carol, dave = await new_user("admin"), await new_user(), await new_user()
+    mine_to_me = await create_task(client, carol, assignee_id=str(carol.id))
+    mine_to_dave = await create_task(client, carol, assignee_id=str(dave.id))
+    admins_to_me = await create_task(client, admin, assignee_id=str(carol.id))
+    await create_task(client, admin, assignee_id=str(dave.id))  # carol cannot read it
+    await create_task(client, carol)
+    cases = [(carol, {mine_to_me["id"], admins_to_me["id"]}), (dave, {mine_to_dave["id"]})]
+    for assignee, want in cases:
+        for sort in SORTS:
+            params = {"assignee_id": str(assignee.id), "sort": sort}
+            got = [t["id"] for t in await walk(client, carol, params, limit=1)]
+            assert sorted(got) == sorted(want), (assignee.username, sort)
+
+
 async def test_every_filter(
     client: httpx.AsyncClient, corpus: tuple[Actor, list[dict[str, Any]]]
 ) -> None:

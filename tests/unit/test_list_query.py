@@ -49,6 +49,20 @@ class TestBuildListQuery:
         assert sql.count("LIMIT $2") == 3  # each branch and the merged page
         assert args == [ME, 20]
 
+    def test_a_user_filtering_on_themselves_walks_the_assignee_index_alone(self) -> None:
+        sql, args = query(visible_to=ME, filters=TaskFilters(assignee_id=ME))
+        assert "UNION" not in sql
+        assert "owner_id" not in sql.split(" FROM task ")[1]
+        assert "WHERE deleted_at IS NULL AND assignee_id = $1 ORDER BY" in sql
+        assert args == [ME, 20]
+
+    def test_a_user_filtering_on_another_assignee_sees_only_their_own_tasks(self) -> None:
+        other = uuid.uuid4()
+        sql, args = query(visible_to=ME, filters=TaskFilters(assignee_id=other))
+        assert "UNION" not in sql
+        assert "WHERE owner_id = $1 AND deleted_at IS NULL AND assignee_id = $2 ORDER BY" in sql
+        assert args == [ME, other, 20]
+
     def test_each_filter_is_a_typed_bind_parameter_in_order(self) -> None:
         assignee = uuid.uuid4()
         filters = TaskFilters(

@@ -89,7 +89,17 @@ def build_list_query(
     there are (filters aside: they skip rows on the walk)."""
     p = _Params()
     where = ["deleted_at IS NULL"]
-    me = p(visible_to) if visible_to is not None else None
+    # "owner OR assignee" as two branches, each walking its own (user, sort key)
+    # index in order, instead of one walk of the global index that filters out
+    # almost every row of other users. With an assignee filter one branch is left:
+    # the user's own assigned tasks are all visible, another's only if the user owns
+    # them.
+    seen_by: list[str | None] = [None]
+    if visible_to is not None and filters.assignee_id != visible_to:
+        me = p(visible_to)
+        seen_by = [f"owner_id = {me}"]
+        if filters.assignee_id is None:
+            seen_by.append(f"assignee_id = {me} AND owner_id <> {me}")
     if filters.statuses:
         where.append(f"status = ANY({p(list(filters.statuses), 'task_status[]')})")
     if filters.priorities:
@@ -106,10 +116,6 @@ def build_list_query(
         where.append(f"search @@ websearch_to_tsquery('english', {p(filters.q)})")
     op, direction = ("<", "DESC") if sort.descending else (">", "ASC")
     parts = _parts(p, sort, after, op)
-    # "owner OR assignee" as two branches, each walking its own (user, sort key)
-    # index in order, instead of one walk of the global index that filters out
-    # almost every row of other users.
-    seen_by = [f"owner_id = {me}", f"assignee_id = {me} AND owner_id <> {me}"] if me else [None]
     branches = [
         " AND ".join(c for c in (visible, *where, part) if c)
         for visible in seen_by

@@ -179,6 +179,41 @@ async def test_every_filter(
         assert want or params.get("q"), f"corpus has no match for {params}"
 
 
+async def test_label_and_text_filters_of_a_regular_user(
+    client: httpx.AsyncClient, new_user: NewUser
+) -> None:
+    """Checked on the user's own rows (no GIN index condition): the same answers."""
+    admin, carol = await new_user("admin"), await new_user()
+    rng = random.Random(11)
+    words = ["deploy", "database", "invoice", "kubernetes"]
+    visible = []
+    for i in range(30):
+        fields = {
+            "title": f"{rng.choice(words)} item {i}",
+            "labels": rng.sample(["ops", "web", "db"], rng.randint(0, 2)),
+        }
+        if i % 3 == 0:
+            visible.append(await create_task(client, carol, **fields))
+        else:
+            assignee = str(carol.id) if i % 3 == 1 else None
+            task = await create_task(client, admin, **fields, assignee_id=assignee)
+            if assignee:
+                visible.append(task)
+    cases: list[tuple[dict[str, Any], Any]] = [
+        ({"label": "ops"}, lambda t: "ops" in t["labels"]),
+        ({"label": ["ops", "db"]}, lambda t: {"ops", "db"} <= set(t["labels"])),
+        ({"q": "databases"}, lambda t: "database" in t["title"]),
+        ({"q": "kubernetes -deploy"}, lambda t: "kubernetes" in t["title"]),
+        ({"q": "invoice", "assignee_id": str(carol.id)}, lambda t: "invoice" in t["title"]),
+    ]
+    for params, predicate in cases:
+        got = {t["id"] for t in await walk(client, carol, params, limit=4)}
+        mine = [t for t in visible if params.get("assignee_id") in (None, t["assignee_id"])]
+        want = {t["id"] for t in mine if predicate(t)}
+        assert want, f"corpus has no match for {params}"
+        assert got == want, params
+
+
 class TestCursor:
     async def test_cursor_is_bound_to_sort_and_filters(
         self, client: httpx.AsyncClient, corpus: tuple[Actor, list[dict[str, Any]]]

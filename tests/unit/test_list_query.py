@@ -78,11 +78,24 @@ class TestBuildListQuery:
         assert "status = ANY($1::task_status[])" in sql
         assert "priority = ANY($2::task_priority[])" in sql
         assert "assignee_id = $3" in sql
-        assert "labels @> $4::varchar[]" in sql
+        # One assignee's tasks: labels and text checked on their rows (see below).
+        assert "arraycontains(labels, $4::varchar[])" in sql
         assert "due_at < $5" in sql
         assert "due_at >= $6" in sql
-        assert "websearch_to_tsquery('english', $7)" in sql
+        assert "ts_match_vq(search, websearch_to_tsquery('english', $7))" in sql
         assert args == [["todo", "done"], ["high"], assignee, ["a"], T, T, "report", 20]
+
+    def test_labels_and_text_may_use_their_gin_indexes_over_every_task(self) -> None:
+        sql, _ = query(filters=TaskFilters(labels=("a",), q="report"))
+        assert "labels @> $1::varchar[]" in sql
+        assert "search @@ websearch_to_tsquery('english', $2)" in sql
+
+    def test_on_one_users_tasks_labels_and_text_are_no_index_condition(self) -> None:
+        sql, _ = query(visible_to=ME, filters=TaskFilters(labels=("a",), q="report"))
+        assert "@>" not in sql
+        assert "@@" not in sql
+        assert sql.count("arraycontains(labels, $2::varchar[])") == 2
+        assert sql.count("ts_match_vq(search, websearch_to_tsquery('english', $3))") == 2
 
     def test_values_never_reach_the_sql_text(self) -> None:
         sql, _ = query(filters=TaskFilters(q="'; DROP TABLE task; --", labels=("x'y",)))

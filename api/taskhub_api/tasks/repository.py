@@ -106,14 +106,25 @@ def build_list_query(
         where.append(f"priority = ANY({p(list(filters.priorities), 'task_priority[]')})")
     if filters.assignee_id is not None:
         where.append(f"assignee_id = {p(filters.assignee_id)}")
+    # On one user's tasks (a regular user's list, or any list of one assignee) labels
+    # and text are checked on that user's rows as the walk meets them: written as
+    # functions, not operators, so the planner cannot intersect the walk with the GIN
+    # indexes, whose posting lists for a common label or word grow with the whole
+    # table (at 10M tasks 110,000 entries for "dashboard release", 81 ms, against a
+    # user's 1,400 rows).
+    if visible_to is not None or filters.assignee_id is not None:
+        contains, matches = "arraycontains({}, {})", "ts_match_vq({}, {})"
+    else:
+        contains, matches = "{} @> {}", "{} @@ {}"
     if filters.labels:
-        where.append(f"labels @> {p(list(filters.labels), 'varchar[]')}")
+        where.append(contains.format("labels", p(list(filters.labels), "varchar[]")))
     if filters.due_before is not None:
         where.append(f"due_at < {p(filters.due_before)}")
     if filters.due_after is not None:
         where.append(f"due_at >= {p(filters.due_after)}")
     if filters.q:
-        where.append(f"search @@ websearch_to_tsquery('english', {p(filters.q)})")
+        query = f"websearch_to_tsquery('english', {p(filters.q)})"
+        where.append(matches.format("search", query))
     op, direction = ("<", "DESC") if sort.descending else (">", "ASC")
     parts = _parts(p, sort, after, op)
     branches = [

@@ -383,8 +383,9 @@ async def _explain(conn: asyncpg.Connection, args: list[Any], mode: str) -> dict
         "read_blocks": top.get("Shared Read Blocks", 0),
         "ms": round(plan["Execution Time"], 3),
         "text": "\n".join(r[0] for r in text),
-        # A generic plan estimates LIMIT $n at a tenth of its input.
-        "generic": top["Plan Rows"] > PAGE + 1,
+        # A generic plan shows its parameters ($n) in its conditions, and estimates
+        # LIMIT $n at a tenth of its input.
+        "generic": "$" in "".join(r[0] for r in text) or top["Plan Rows"] > PAGE + 1,
     }
 
 
@@ -453,7 +454,7 @@ async def explain() -> dict[str, Any]:
                 entry["auto"] = await _explain(conn, args, "auto")
                 # The page: at most PAGE + 1 rows per branch of the query (a regular
                 # user's two, twice that for the nullable due_at sorts).
-                entry["bound"] = (PAGE + 1) * max(1, sql.count("(SELECT "))
+                entry["bound"] = (PAGE + 1) * max(1, sql.count("(SELECT id, "))
                 await conn.execute("DEALLOCATE scale_q")
                 plans.append(entry)
                 c, g = entry["custom"], entry["generic"]

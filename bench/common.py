@@ -29,10 +29,13 @@ def username(index: int) -> str:
     return f"bench-user-{index:04d}"
 
 
-def roles(index: int) -> list[str]:
-    """Most users are regular users; a few viewers and admins, as in a real team."""
-    if index >= USERS - 5:
+def roles(index: int, users: int = USERS) -> list[str]:
+    """Most users are regular users; a few viewers and admins, as in a real team: the
+    last 0.5 % are admins, the 1 % before them viewers (5 and 10 of 1,000 users)."""
+    admins = max(1, users * 5 // 1000)
+    viewers = max(1, users // 100)
+    if index >= users - admins:
         return ["admin"]
-    if index >= USERS - 15:
+    if index >= users - admins - viewers:
         return ["viewer"]
     return ["user"]

@@ -1,17 +1,22 @@
 """Seed the benchmark database: 1,000 users and 1,000,000 tasks, loaded with COPY.
 
-Creates and migrates a database of its own (``taskhub_bench``, never the dev one),
-then loads everything in one transaction, so a run that fails leaves nothing behind
-and the next run starts over. A database that is seeded already is left alone.
+Creates and migrates a database of its own (``taskhub_bench``, never the dev one; or
+the one named by ``BENCH_DB_NAME``), then loads everything in one transaction, so a
+run that fails leaves nothing behind and the next run starts over. A database that is
+seeded already is left alone; one seeded with other counts is refused without
+``--reset``. Prints the time of each phase and the disk the data takes, and writes
+both to ``bench/results/seed-<database>.json``.
 
     .venv/bin/python bench/seed.py            # seed unless seeded
     .venv/bin/python bench/seed.py --reset    # drop the database and seed anew
+    BENCH_DB_NAME=taskhub_scale_10m .venv/bin/python bench/seed.py --tasks 10000000 --users 10000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import subprocess
@@ -33,6 +38,7 @@ from common import (
     PASSWORD,
     PG_HOST,
     PG_PORT,
+    RESULTS,
     ROOT,
     TASKS,
     USERS,
@@ -176,31 +182,40 @@ async def drop_database() -> None:
         await conn.close()
 
 
-async def is_seeded(conn: asyncpg.Connection) -> bool:
+async def seeded_counts(conn: asyncpg.Connection) -> tuple[int, int]:
+    """The bench users and the seeded tasks (not those a create run added)."""
     users = await conn.fetchval("SELECT count(*) FROM \"user\" WHERE username LIKE 'bench-user-%'")
     tasks = await conn.fetchval(
         "SELECT count(*) FROM task WHERE title NOT LIKE $1", CREATED_PREFIX + "%"
     )
-    return bool(users == USERS and tasks == TASKS)
+    return int(users), int(tasks)
 
 
-async def _load(conn: asyncpg.Connection, rng: random.Random) -> None:
+async def is_seeded(conn: asyncpg.Connection, users: int = USERS, tasks: int = TASKS) -> bool:
+    return await seeded_counts(conn) == (users, tasks)
+
+
+async def _load(
+    conn: asyncpg.Connection, rng: random.Random, users: int, tasks: int
+) -> dict[str, float]:
+    """Loads the users and tasks; returns the seconds of the COPY and of the index and
+    foreign-key builds."""
     now = datetime.now(UTC)
     password_hash = PasswordHasher().hash(PASSWORD)
-    user_ids = [uuid.uuid4() for _ in range(USERS)]
-    users = [
+    user_ids = [uuid.uuid4() for _ in range(users)]
+    user_rows = [
         (
             user_id,
             username(i),
             f"{username(i)}@bench.taskhub.local",
             password_hash,
-            roles(i),
+            roles(i, users),
             now - timedelta(days=400) + timedelta(minutes=i),
             now - timedelta(days=400) + timedelta(minutes=i),
         )
         for i, user_id in enumerate(user_ids)
     ]
-    await conn.copy_records_to_table("user", records=users, columns=USER_COLUMNS)
+    await conn.copy_records_to_table("user", records=user_rows, columns=USER_COLUMNS)
     # Secondary indexes and foreign keys are built and checked once after the load
     # rather than row by row (several times faster). Their definitions come from the
     # migrated schema, so the result is the same schema.
@@ -218,7 +233,7 @@ async def _load(conn: asyncpg.Connection, rng: random.Random) -> None:
     for fk in foreign_keys:
         await conn.execute(f"ALTER TABLE task DROP CONSTRAINT {fk['name']}")
     started = time.perf_counter()
-    chunks = task_rows(rng, user_ids, now, TASKS)
+    chunks = task_rows(rng, user_ids, now, tasks)
     # The next chunk is generated in a thread while PostgreSQL ingests this one.
     pending = asyncio.create_task(asyncio.to_thread(next, chunks, None))
     copied = 0
@@ -227,36 +242,76 @@ async def _load(conn: asyncpg.Connection, rng: random.Random) -> None:
         await conn.copy_records_to_table("task", records=chunk, columns=TASK_COLUMNS)
         copied += len(chunk)
         elapsed = time.perf_counter() - started
-        print(f"  copied {copied:>9,} tasks ({elapsed:5.1f} s)", flush=True)
+        print(f"  copied {copied:>10,} tasks ({elapsed:6.1f} s)", flush=True)
+    timings = {"copy_s": round(time.perf_counter() - started, 1)}
     started = time.perf_counter()
     for index in indexes:
+        step = time.perf_counter()
         await conn.execute(index["ddl"])
+        print(f"  index {index['name']} ({time.perf_counter() - step:.1f} s)", flush=True)
     for fk in foreign_keys:
+        step = time.perf_counter()
         await conn.execute(f"ALTER TABLE task ADD CONSTRAINT {fk['name']} {fk['ddl']}")
-    elapsed = time.perf_counter() - started
-    print(f"  built {len(indexes)} indexes and {len(foreign_keys)} foreign keys ({elapsed:.1f} s)")
+        print(f"  foreign key {fk['name']} ({time.perf_counter() - step:.1f} s)", flush=True)
+    timings["indexes_and_foreign_keys_s"] = round(time.perf_counter() - started, 1)
+    print(
+        f"  built {len(indexes)} indexes and {len(foreign_keys)} foreign keys "
+        f"({timings['indexes_and_foreign_keys_s']:.1f} s)"
+    )
+    return timings
 
 
-async def seed(reset: bool = False) -> None:
+async def disk_usage(conn: asyncpg.Connection) -> dict[str, int]:
+    """Bytes: the database, the task table with its indexes and TOAST, its heap, and
+    each of its indexes."""
+    sizes = {
+        "database": await conn.fetchval("SELECT pg_database_size(current_database())"),
+        "task_total": await conn.fetchval("SELECT pg_total_relation_size('task')"),
+        "task_heap": await conn.fetchval("SELECT pg_relation_size('task')"),
+    }
+    for row in await conn.fetch(
+        "SELECT indexrelid::regclass::text AS name, pg_relation_size(indexrelid) AS bytes "
+        "FROM pg_index WHERE indrelid = 'task'::regclass ORDER BY 2 DESC"
+    ):
+        sizes[row["name"]] = row["bytes"]
+    return sizes
+
+
+async def seed(reset: bool = False, users: int = USERS, tasks: int = TASKS) -> None:
     started = time.perf_counter()
     if reset:
         await drop_database()
     ensure_database()
     conn = await asyncpg.connect(DB_DSN)
     try:
-        if await is_seeded(conn):
-            print(f"seed: {DB_NAME} already holds {USERS:,} users and {TASKS:,} tasks")
+        held = await seeded_counts(conn)
+        if held == (users, tasks):
+            print(f"seed: {DB_NAME} already holds {users:,} users and {tasks:,} tasks")
             return
-        print(f"seed: loading {USERS:,} users and {TASKS:,} tasks into {DB_NAME}", flush=True)
+        if held[0]:
+            # Another size of seed: reloading it would take its owner's data set away.
+            raise SystemExit(
+                f"seed: {DB_NAME} holds {held[0]:,} users and {held[1]:,} tasks, not "
+                f"{users:,} and {tasks:,}; --reset to seed it anew"
+            )
+        print(f"seed: loading {users:,} users and {tasks:,} tasks into {DB_NAME}", flush=True)
         await conn.execute("SET maintenance_work_mem = '512MB'")
         await conn.execute("SET synchronous_commit = off")
         async with conn.transaction():
             await conn.execute('TRUNCATE "user", task CASCADE')
-            await _load(conn, random.Random(20261123))
+            timings = await _load(conn, random.Random(20261123), users, tasks)
         step = time.perf_counter()
         await conn.execute('VACUUM (ANALYZE) "user", task')
-        print(f"  vacuum analyze ({time.perf_counter() - step:.1f} s)")
-        print(f"seed: done in {time.perf_counter() - started:.1f} s")
+        timings["vacuum_analyze_s"] = round(time.perf_counter() - step, 1)
+        timings["total_s"] = round(time.perf_counter() - started, 1)
+        print(f"  vacuum analyze ({timings['vacuum_analyze_s']:.1f} s)")
+        sizes = await disk_usage(conn)
+        for name, size in sizes.items():
+            print(f"  {name:<28} {size / 2**20:9,.0f} MiB")
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        report = {"database": DB_NAME, "users": users, "tasks": tasks, **timings, "bytes": sizes}
+        (RESULTS / f"seed-{DB_NAME}.json").write_text(json.dumps(report, indent=2))
+        print(f"seed: done in {timings['total_s']:.1f} s")
     finally:
         await conn.close()
 
@@ -264,7 +319,12 @@ async def seed(reset: bool = False) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reset", action="store_true", help="drop the database first")
-    asyncio.run(seed(parser.parse_args().reset))
+    parser.add_argument("--users", type=int, default=USERS, help=f"default {USERS:,}")
+    parser.add_argument("--tasks", type=int, default=TASKS, help=f"default {TASKS:,}")
+    args = parser.parse_args()
+    if args.users < 1 or args.tasks < 1:
+        parser.error("--users and --tasks must be positive")
+    asyncio.run(seed(args.reset, args.users, args.tasks))
 
 
 if __name__ == "__main__":

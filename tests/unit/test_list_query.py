@@ -49,6 +49,20 @@ class TestBuildListQuery:
         assert sql.count("LIMIT $2") == 3  # each branch and the merged page
         assert args == [ME, 20]
 
+    def test_a_user_filtering_on_themselves_walks_the_assignee_index_alone(self) -> None:
+        sql, args = query(visible_to=ME, filters=TaskFilters(assignee_id=ME))
+        assert "UNION" not in sql
+        assert "owner_id" not in sql.split(" FROM task ")[1]
+        assert "WHERE deleted_at IS NULL AND assignee_id = $1 ORDER BY" in sql
+        assert args == [ME, 20]
+
+    def test_a_user_filtering_on_another_assignee_sees_only_their_own_tasks(self) -> None:
+        other = uuid.uuid4()
+        sql, args = query(visible_to=ME, filters=TaskFilters(assignee_id=other))
+        assert "UNION" not in sql
+        assert "WHERE owner_id = $1 AND deleted_at IS NULL AND assignee_id = $2 ORDER BY" in sql
+        assert args == [ME, other, 20]
+
     def test_each_filter_is_a_typed_bind_parameter_in_order(self) -> None:
         assignee = uuid.uuid4()
         filters = TaskFilters(
@@ -64,11 +78,24 @@ class TestBuildListQuery:
         assert "status = ANY($1::task_status[])" in sql
         assert "priority = ANY($2::task_priority[])" in sql
         assert "assignee_id = $3" in sql
-        assert "labels @> $4::varchar[]" in sql
+        # One assignee's tasks: labels and text checked on their rows (see below).
+        assert "arraycontains(labels, $4::varchar[])" in sql
         assert "due_at < $5" in sql
         assert "due_at >= $6" in sql
-        assert "websearch_to_tsquery('english', $7)" in sql
+        assert "ts_match_vq(search, (SELECT websearch_to_tsquery('english', $7)))" in sql
         assert args == [["todo", "done"], ["high"], assignee, ["a"], T, T, "report", 20]
+
+    def test_labels_and_text_may_use_their_gin_indexes_over_every_task(self) -> None:
+        sql, _ = query(filters=TaskFilters(labels=("a",), q="report"))
+        assert "labels @> $1::varchar[]" in sql
+        assert "search @@ websearch_to_tsquery('english', $2)" in sql
+
+    def test_on_one_users_tasks_labels_and_text_are_no_index_condition(self) -> None:
+        sql, _ = query(visible_to=ME, filters=TaskFilters(labels=("a",), q="report"))
+        assert "@>" not in sql
+        assert "@@" not in sql
+        assert sql.count("arraycontains(labels, $2::varchar[])") == 2
+        assert sql.count("ts_match_vq(search, (SELECT websearch_to_tsquery('english', $3)))") == 2
 
     def test_values_never_reach_the_sql_text(self) -> None:
         sql, _ = query(filters=TaskFilters(q="'; DROP TABLE task; --", labels=("x'y",)))
@@ -87,16 +114,39 @@ class TestBuildListQuery:
         assert "ORDER BY priority ASC, created_at ASC, id ASC" in sql
         assert args == ["high", T, LAST, 20]
 
-    def test_a_nullable_sort_keeps_nulls_last(self) -> None:
-        sql, args = query(sort="due_at", after=[T, LAST])
-        assert "((due_at, id) > ($1::timestamptz, $2::uuid) OR due_at IS NULL)" in sql
-        assert "ORDER BY due_at ASC NULLS LAST, id ASC NULLS LAST" not in sql
-        assert "ORDER BY due_at ASC NULLS LAST, id ASC" in sql
+    @pytest.mark.parametrize(
+        ("sort", "op", "direction"), [("due_at", ">", "ASC"), ("-due_at", "<", "DESC")]
+    )
+    def test_a_nullable_sort_walks_the_dated_rows_then_the_null_block(
+        self, sort: str, op: str, direction: str
+    ) -> None:
+        sql, args = query(sort=sort, after=[T, LAST])
+        dated, undated = sql.split(" UNION ALL ")
+        # Each part an index condition on (due_at, id) in one direction, no OR.
+        assert f"due_at IS NOT NULL AND (due_at, id) {op} ($1::timestamptz, $2::uuid)" in dated
+        assert "due_at IS NULL" in undated
+        assert "$1" not in undated
+        assert " OR " not in sql
+        assert sql.count(f"ORDER BY due_at {direction}, id {direction} LIMIT $3") == 2
+        assert sql.endswith(f"ORDER BY due_at {direction} NULLS LAST, id {direction} LIMIT $3")
         assert args == [T, LAST, 20]
+
+    def test_the_first_page_of_a_nullable_sort_has_both_parts(self) -> None:
+        sql, args = query(sort="-due_at")
+        assert "due_at IS NOT NULL ORDER BY due_at DESC, id DESC LIMIT $1" in sql
+        assert "due_at IS NULL ORDER BY due_at DESC, id DESC LIMIT $1" in sql
+        assert args == [20]
+
+    def test_a_user_gets_both_parts_in_each_branch(self) -> None:
+        sql, _ = query(visible_to=ME, sort="due_at")
+        assert sql.count("UNION ALL") == 3
+        assert sql.count("owner_id = $1 AND") == 2
+        assert sql.count("assignee_id = $1 AND owner_id <> $1") == 2
 
     def test_after_the_last_due_date_the_page_walks_the_null_block(self) -> None:
         sql, args = query(sort="due_at", after=[None, LAST])
-        assert "(due_at IS NULL AND id > $1::uuid)" in sql
+        assert "UNION" not in sql
+        assert "due_at IS NULL AND id > $1::uuid ORDER BY due_at ASC, id ASC LIMIT $2" in sql
         assert args == [LAST, 20]
 
 

@@ -61,6 +61,27 @@ class Task(TimestampMixin, Base):
         # (created_at, id) < ($1, $2) walks these directly.
         Index("ix_task_owner_created", "owner_id", "created_at", "id", postgresql_where=LIVE),
         Index("ix_task_assignee_created", "assignee_id", "created_at", "id", postgresql_where=LIVE),
+        # A regular user's list by each of the other sorts (one index per branch).
+        Index("ix_task_owner_updated", "owner_id", "updated_at", "id", postgresql_where=LIVE),
+        Index("ix_task_assignee_updated", "assignee_id", "updated_at", "id", postgresql_where=LIVE),
+        Index("ix_task_owner_due", "owner_id", "due_at", "id", postgresql_where=LIVE),
+        Index("ix_task_assignee_due", "assignee_id", "due_at", "id", postgresql_where=LIVE),
+        Index(
+            "ix_task_owner_priority",
+            "owner_id",
+            "priority",
+            "created_at",
+            "id",
+            postgresql_where=LIVE,
+        ),
+        Index(
+            "ix_task_assignee_priority",
+            "assignee_id",
+            "priority",
+            "created_at",
+            "id",
+            postgresql_where=LIVE,
+        ),
         Index("ix_task_created", "created_at", "id", postgresql_where=LIVE),
         Index("ix_task_updated", "updated_at", "id", postgresql_where=LIVE),
         Index("ix_task_due", "due_at", "id", postgresql_where=LIVE),

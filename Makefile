@@ -11,7 +11,7 @@ DB_NAME ?= taskhub
 # every target that talks to it.
 STACK_ENV = eval "$$(scripts/devstack.sh env)"
 
-.PHONY: help install services packages stack stack-down test-stack broker migrate admin dev lint format test test-fast test-compat chaos bench bench-stack bench-servers clean
+.PHONY: help install services packages stack stack-down test-stack broker migrate admin dev lint format test test-fast test-compat chaos bench bench-scale bench-stack bench-servers clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -86,6 +86,10 @@ chaos: install packages ## Seeded fault-injection run that reconciles every effe
 
 bench: install ## Benchmark the API against a raw-asyncpg reference (bench/results/latest.md)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-scale: install ## 1M vs 10M tasks: each list read, get and create, and their plans (bench/results/scale.md, explain-*.md)
+	$(BIN)/python bench/scale.py $(BENCH_ARGS)
+	BENCH_DB_NAME=taskhub_scale_10m $(BIN)/python bench/scale_plans.py
 
 bench-stack: install ## Benchmark the whole stack as `make dev` runs it, CPU of every process (bench/results/stack.md)
 	$(BIN)/python bench/stack.py $(BENCH_ARGS)

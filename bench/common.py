@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,3 +40,32 @@ def roles(index: int, users: int = USERS) -> list[str]:
     if index >= users - admins - viewers:
         return ["viewer"]
     return ["user"]
+
+
+def api_environment(
+    pool_size: int | None = None, max_overflow: int | None = None, redis_url: str | None = None
+) -> dict[str, str]:
+    """The settings every benchmark gives the API (and the reference): the bench
+    database, a fresh signing key (also used to mint the load's tokens), quiet logs, and
+    the database path measured as such: no Redis cache in front of it (the reference has
+    none), no rate limit (a user's bucket would answer 429), and the principal's row read
+    on every request (as the reference does). A benchmark that measures the cache turns
+    it on over these."""
+    env = {
+        "TASKHUB_DB__URL": DB_URL,
+        "TASKHUB_AUTH__SECRET_KEY": secrets.token_urlsafe(48),
+        "TASKHUB_LOG_LEVEL": "WARNING",
+        "TASKHUB_LOG_JSON": "false",
+        "TASKHUB_CACHE__ENABLED": "false",
+        "TASKHUB_RATELIMIT__ENABLED": "false",
+        "TASKHUB_AUTH__PRINCIPAL_CACHE_SECONDS": "0",
+        "TASKHUB_REDIS__KEY_PREFIX": "taskhub-bench:",
+    }
+    if pool_size is not None:
+        env["TASKHUB_DB__POOL_SIZE"] = str(pool_size)
+    if max_overflow is not None:
+        env["TASKHUB_DB__MAX_OVERFLOW"] = str(max_overflow)
+    if redis_url is not None:
+        # Writes retire cache entries in it even with the cache off.
+        env["TASKHUB_REDIS__URL"] = redis_url
+    return env

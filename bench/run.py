@@ -47,7 +47,6 @@ import json
 import os
 import platform
 import re
-import secrets
 import shutil
 import signal
 import statistics
@@ -71,7 +70,17 @@ import fixtures
 import openloop
 import seed
 import taskhub_api
-from common import BIN, CREATED_PREFIX, DB_DSN, DB_URL, RESULTS, ROOT, TASKS, USERS, WRK_SCRIPTS
+from common import (
+    BIN,
+    CREATED_PREFIX,
+    DB_DSN,
+    RESULTS,
+    ROOT,
+    TASKS,
+    USERS,
+    WRK_SCRIPTS,
+    api_environment,
+)
 from taskhub_api.settings import AuthSettings, Settings
 
 SCENARIOS = {"list": 0.8, "get": 0.8, "create": 0.6}  # target ratio API / reference
@@ -767,25 +776,9 @@ def main(argv: list[str] | None = None) -> None:
     if deleted := asyncio.run(delete_created_tasks()):
         print(f"bench: removed {deleted:,} tasks left by an earlier create run")
 
-    overrides = {
-        "TASKHUB_DB__URL": DB_URL,
-        "TASKHUB_DB__POOL_SIZE": str(args.pool_size),
-        "TASKHUB_DB__MAX_OVERFLOW": str(args.max_overflow),
-        # A fresh signing key per run, given to both servers and to the token minting.
-        "TASKHUB_AUTH__SECRET_KEY": secrets.token_urlsafe(48),
-        "TASKHUB_LOG_LEVEL": "WARNING",
-        "TASKHUB_LOG_JSON": "false",
-        # The measure is the database path: no Redis cache in front of it (the
-        # reference has none) and no rate limit (a user's bucket would answer 429).
-        # The cached mode turns the cache on.
-        "TASKHUB_CACHE__ENABLED": "false",
-        "TASKHUB_RATELIMIT__ENABLED": "false",
-        # The reference reads the principal's row on every request; so does the API here.
-        "TASKHUB_AUTH__PRINCIPAL_CACHE_SECONDS": "0",
-        # The run's own Redis: writes retire cache entries in it even with the cache off.
-        "TASKHUB_REDIS__URL": f"redis://127.0.0.1:{args.redis_port}/0",
-        "TASKHUB_REDIS__KEY_PREFIX": "taskhub-bench:",
-    }
+    overrides = api_environment(
+        args.pool_size, args.max_overflow, redis_url=f"redis://127.0.0.1:{args.redis_port}/0"
+    )
     os.environ.update(overrides)
     env = dict(os.environ)
     fixture_file = RESULTS / "fixtures.lua"

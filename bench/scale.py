@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ import asyncpg
 
 import fixtures
 import run
-from common import BIN, CREATED_PREFIX, DB_DSN, DB_NAME, DB_URL, RESULTS, ROOT
+from common import BIN, CREATED_PREFIX, DB_DSN, DB_NAME, RESULTS, ROOT, api_environment
 from taskhub_api.identity.tokens import issue_access_token
 from taskhub_api.settings import Settings
 from taskhub_api.tasks.filters import TaskFilters
@@ -160,21 +159,6 @@ async def database_meta(conn: asyncpg.Connection) -> dict[str, Any]:
 # --- measure ---------------------------------------------------------------------------
 
 
-def _environment() -> dict[str, str]:
-    """The API's settings as bench/run.py starts it (the database path: no cache, no
-    rate limit, the principal read on every request)."""
-    return {
-        "TASKHUB_DB__URL": DB_URL,
-        "TASKHUB_AUTH__SECRET_KEY": secrets.token_urlsafe(48),
-        "TASKHUB_LOG_LEVEL": "WARNING",
-        "TASKHUB_LOG_JSON": "false",
-        "TASKHUB_CACHE__ENABLED": "false",
-        "TASKHUB_RATELIMIT__ENABLED": "false",
-        "TASKHUB_AUTH__PRINCIPAL_CACHE_SECONDS": "0",
-        "TASKHUB_REDIS__KEY_PREFIX": "taskhub-bench:",
-    }
-
-
 async def _callers(settings: Settings) -> dict[str, list[dict[str, str]]]:
     """Per audience, ``{"id", "token"}``: the wrk fixtures' regular users, and viewers."""
     data = await fixtures.collect(settings)
@@ -265,7 +249,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     wrk = run.ensure_wrk()
     if deleted := asyncio.run(run.delete_created_tasks()):
         print(f"scale: removed {deleted:,} tasks left by an earlier create run")
-    os.environ.update(_environment())
+    os.environ.update(api_environment())
     env = dict(os.environ)
     settings = Settings()
     callers = asyncio.run(_callers(settings))

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import statistics
 import sys
 import time
@@ -39,7 +38,7 @@ from typing import Any
 import fixtures
 import run
 import seed
-from common import BIN, DB_URL, RESULTS, TASKS, USERS
+from common import BIN, RESULTS, TASKS, USERS, api_environment
 from run import Run, Server, delete_created_tasks, ensure_wrk, measure, run_wrk, running
 from taskhub_api.settings import Settings
 
@@ -77,22 +76,6 @@ def wait_warm(api: Server, workers: int, timeout: float = 60.0) -> None:
             sys.exit(f"servers: {api.name} not ready within {timeout:.0f} s; see {api.log}")
         streak = streak + 1 if run._request(api.url + "/health/ready")[0] == 200 else 0
         time.sleep(0.1 if streak else 0.5)
-
-
-def bench_env(pool_size: int, max_overflow: int) -> dict[str, str]:
-    """bench/run.py's settings for its API (see its main())."""
-    return {
-        "TASKHUB_DB__URL": DB_URL,
-        "TASKHUB_DB__POOL_SIZE": str(pool_size),
-        "TASKHUB_DB__MAX_OVERFLOW": str(max_overflow),
-        "TASKHUB_AUTH__SECRET_KEY": secrets.token_urlsafe(48),
-        "TASKHUB_LOG_LEVEL": "WARNING",
-        "TASKHUB_LOG_JSON": "false",
-        "TASKHUB_CACHE__ENABLED": "false",
-        "TASKHUB_RATELIMIT__ENABLED": "false",
-        "TASKHUB_AUTH__PRINCIPAL_CACHE_SECONDS": "0",
-        "TASKHUB_REDIS__KEY_PREFIX": "taskhub-bench:",
-    }
 
 
 def granian_command(port: int, workers: int, threads: int) -> list[str]:
@@ -251,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     wrk = ensure_wrk()
     asyncio.run(seed.seed())
     asyncio.run(delete_created_tasks())
-    os.environ.update(bench_env(args.pool_size, args.max_overflow))
+    os.environ.update(api_environment(args.pool_size, args.max_overflow))
     env = dict(os.environ)
     fixture_file = RESULTS / "servers-fixtures.lua"
     fixtures.build(fixture_file)

@@ -94,6 +94,8 @@ def taskhub_env(p: dict[str, int], log_level: str = "WARNING") -> dict[str, str]
     return {
         "TASKHUB_DB__URL": f"postgresql+asyncpg://postgres@{HOST}:{p['pgbouncer']}/{DB}",
         "TASKHUB_DB__REPLICA_URL": f"postgresql+asyncpg://postgres@{HOST}:{p['pgbouncer']}/{DB}_ro",
+        # The relay LISTENs on the primary: PgBouncer never delivers a NOTIFY.
+        "TASKHUB_DB__LISTEN_URL": f"postgresql+asyncpg://postgres@{HOST}:{p['primary']}/{DB}",
         # PgBouncer 1.18 in transaction mode: no prepared statements across transactions.
         "TASKHUB_DB__STATEMENT_CACHE_SIZE": "0",
         "TASKHUB_REDIS__URL": f"redis://{HOST}:{p['redis']}/0",

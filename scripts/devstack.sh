@@ -321,9 +321,12 @@ status() {
 }
 
 env_vars() {
+  # The relay LISTENs on the primary itself: PgBouncer in transaction mode never
+  # delivers a NOTIFY.
   cat <<EOF
 export TASKHUB_DB__URL=postgresql+asyncpg://postgres@$host:$bouncer_port/$db
 export TASKHUB_DB__REPLICA_URL=postgresql+asyncpg://postgres@$host:$bouncer_port/${db}_ro
+export TASKHUB_DB__LISTEN_URL=postgresql+asyncpg://postgres@$host:$primary_port/$db
 export TASKHUB_DB__STATEMENT_CACHE_SIZE=0
 export TASKHUB_REDIS__URL=redis://$host:$redis_port/0
 EOF

@@ -37,6 +37,7 @@ ENV = {
 REDIS_URL = f"redis://{HOST}:{REDIS_PORT}/0"
 PRIMARY_DSN = f"postgresql://postgres@{HOST}:{PRIMARY_PORT}/{DB}"
 REPLICA_DSN = f"postgresql://postgres@{HOST}:{REPLICA_PORT}/{DB}"
+PRIMARY_URL = f"postgresql+asyncpg://postgres@{HOST}:{PRIMARY_PORT}/{DB}"
 BOUNCER_URL = f"postgresql+asyncpg://postgres@{HOST}:{PGBOUNCER_PORT}/{DB}"
 BOUNCER_RO_URL = f"postgresql+asyncpg://postgres@{HOST}:{PGBOUNCER_PORT}/{DB}_ro"
 

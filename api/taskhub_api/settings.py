@@ -15,6 +15,7 @@ from functools import lru_cache
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     IPvAnyNetwork,
     SecretStr,
@@ -25,10 +26,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class DatabaseSettings(BaseModel):
+    # URLs carry passwords: a validation error never repeats the value it rejects.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/taskhub"
     # Read-only endpoint (a streaming replica, usually through PgBouncer). Unset: reads
     # go to the primary.
     replica_url: str | None = None
+    # Where the outbox relay LISTENs for the commits' NOTIFY: the primary itself, since
+    # PgBouncer in transaction mode never delivers a notification. Unset: ``url``.
+    listen_url: str | None = None
     # A fixed pool: SQLAlchemy closes overflow connections on check-in, so under steady
     # load above pool_size an overflow churns connections (docs/benchmarks.md, "Figures
     # behind the code"). Past the pool, requests wait pool_timeout and then get a 503.
@@ -58,6 +65,29 @@ class DatabaseSettings(BaseModel):
     # A read on the replica taking longer is retried on the primary: a replica that
     # just died costs a request this much, not a failure.
     replica_read_timeout: float = Field(default=1.0, gt=0)
+
+    @field_validator("listen_url")
+    @classmethod
+    def _listen_url_is_postgresql(cls, url: str | None) -> str | None:
+        if url is not None:
+            postgresql_url_problem(url)
+        return url
+
+
+def postgresql_url_problem(url: str) -> None:
+    """Raises ValueError, naming neither the URL nor its password, unless ``url`` is
+    a PostgreSQL URL with a host: ``postgresql[+driver]://user:password@host:port/db``."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ValueError("is not a URL (postgresql+asyncpg://user:password@host:port/db)") from None
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"must be a postgresql:// URL, not {parsed.get_backend_name()}://")
+    if not parsed.host:
+        raise ValueError("names no host")
 
 
 class AuthSettings(BaseModel):
@@ -285,7 +315,11 @@ class FastPathSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="TASKHUB_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="TASKHUB_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        # URLs carry passwords: a validation error never repeats the value it rejects.
+        hide_input_in_errors=True,
     )
 
     environment: str = "local"

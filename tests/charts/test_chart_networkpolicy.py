@@ -214,8 +214,8 @@ class TestPaths:
             if v["postgresql"]["enabled"]:
                 assert allowed(policies_on, src, POOLER_RW, 5432)
                 assert allowed(policies_on, src, POOLER_RO, 5432)
-                # Only through PgBouncer.
-                assert not allowed(policies_on, src, PG, 5432)
+                # Only through PgBouncer, but for the relay's LISTEN (below).
+                assert allowed(policies_on, src, PG, 5432) is (src is relay)
             else:
                 ip = str(ipaddress.ip_network(v["externalDatabase"]["egressCidrs"][0])[1])
                 assert allowed(policies_on, src, Endpoint(ip=ip), v["externalDatabase"]["port"])
@@ -228,6 +228,17 @@ class TestPaths:
             assert allowed(policies_on, api, KEYCLOAK, 8080)
             for worker in workers:
                 assert not allowed(policies_on, worker, KEYCLOAK, 8080)
+
+    def test_relay_listens_on_the_primary(self, policies_on: Rendered) -> None:
+        # PgBouncer in transaction mode never delivers a NOTIFY: the relay's
+        # TASKHUB_DB__LISTEN_URL is the -rw Service, so both ends must allow it.
+        if not policies_on.values["postgresql"]["enabled"]:
+            return
+        relay = app_pod(policies_on, "taskhub-relay")
+        assert allowed(policies_on, relay, PG, 5432)
+        assert not allowed(policies_on, relay, PG, 8000)
+        beat = app_pod(policies_on, "taskhub-beat")
+        assert not allowed(policies_on, beat, PG, 5432)
 
     def test_platform_internals(self, policies_on: Rendered) -> None:
         v = policies_on.values

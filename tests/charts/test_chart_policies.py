@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from chart_helpers import Manifest, Rendered, selector_matches
+from chart_helpers import (
+    PROFILES,
+    Manifest,
+    Rendered,
+    load_values,
+    merged,
+    parse,
+    render,
+    selector_matches,
+)
 
 APP_COMPONENTS = {"api", "worker", "relay", "beat", "migrate", "operator", "test"}
 TMP = "/tmp"  # noqa: S108 - the emptyDir mount point, not a temp file
@@ -14,6 +23,11 @@ TMP = "/tmp"  # noqa: S108 - the emptyDir mount point, not a temp file
 def containers(pod_template: Manifest) -> list[Manifest]:
     spec = pod_template["spec"]
     return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def container_env(workload: Manifest) -> dict[str, Manifest]:
+    container = workload["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e for e in container.get("env", [])}
 
 
 def component(obj: Manifest) -> str:
@@ -379,6 +393,50 @@ class TestProcesses:
         relay = rendered.get("Deployment", "taskhub-relay")
         assert relay is not None
         assert relay["spec"]["template"]["spec"]["containers"][0]["args"] == ["relay"]
+
+    def test_only_the_relay_listens_on_the_primary(self, rendered: Rendered) -> None:
+        # PgBouncer in transaction mode never delivers a NOTIFY: the relay's LISTEN
+        # goes to the -rw Service, like the migrations; every other process uses the
+        # poolers only.
+        for deployment in rendered.of_kind("Deployment"):
+            if component(deployment) not in {"api", "worker", "beat", "relay"}:
+                continue
+            env = container_env(deployment)
+            if component(deployment) != "relay":
+                assert "TASKHUB_DB__LISTEN_URL" not in env, deployment["metadata"]["name"]
+                continue
+            listen = env.get("TASKHUB_DB__LISTEN_URL")
+            v = rendered.values
+            if v["postgresql"]["enabled"]:
+                assert listen is not None
+                assert listen["value"] == (
+                    "postgresql+asyncpg://$(DB_USERNAME):$(DB_PASSWORD)"
+                    "@taskhub-pg-rw.taskhub.svc:5432/taskhub"
+                ), listen
+                names = list(env)
+                assert names.index("DB_PASSWORD") < names.index("TASKHUB_DB__LISTEN_URL")
+            elif v["externalDatabase"]["listenUrlKey"]:
+                assert listen == {
+                    "name": "TASKHUB_DB__LISTEN_URL",
+                    "valueFrom": {
+                        "secretKeyRef": {
+                            "name": v["externalDatabase"]["existingSecret"],
+                            "key": v["externalDatabase"]["listenUrlKey"],
+                        }
+                    },
+                }
+            else:
+                assert listen is None  # the relay listens on TASKHUB_DB__URL
+
+    def test_external_database_without_a_listen_url_key(self) -> None:
+        values = merged(
+            load_values(PROFILES["external-services"]),
+            {"externalDatabase": {"listenUrlKey": ""}},
+        )
+        objects, _ = parse(render(values))
+        (relay,) = [o for o in objects if o["kind"] == "Deployment" and component(o) == "relay"]
+        assert "TASKHUB_DB__LISTEN_URL" not in container_env(relay)
+        assert "TASKHUB_DB__URL" in container_env(relay)
 
     def test_migration_job(self, rendered: Rendered) -> None:
         jobs = [j for j in rendered.of_kind("Job") if component(j) == "migrate"]

@@ -1,12 +1,15 @@
 """The outbox relay against a real broker: parallel relays, a crash between publish and
-mark, and a broker restart in the middle of a stream of changes."""
+mark, a broker restart in the middle of a stream of changes, and its NOTIFY wake-up on
+the test data stack (primary and PgBouncer in transaction mode)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,11 +18,16 @@ import asyncpg
 import httpx
 import orjson
 import pytest
+from alembic import command
 
 from taskhub_api.db import Database, driver_connection
 from taskhub_api.events.repository import OutboxRepository, record_event
+from taskhub_api.schema import alembic_config
+from taskhub_api.settings import BrokerSettings, DatabaseSettings, Settings
 from taskhub_workers.relay import Relay
+from tests import stack as data_stack
 from tests.support.broker import Broker
+from tests.support.db import CLEAN, asyncpg_dsn
 from tests.support.users import NewUser
 from tests.support.wait import eventually
 from tests.workers.conftest import MailSink, Receiver, Stack, job_state
@@ -180,6 +188,118 @@ class TestBrokerRestart:
         assert sorted(set(task_ids())) == sorted(created)
         # The outage was real: the relay lost the broker and reconnected.
         assert "retrying in" in stack.log_text()
+
+
+@pytest.fixture(scope="module")
+def stack_database() -> Iterator[None]:
+    """The test data stack's primary and PgBouncer (transaction mode), migrated."""
+    data_stack.devstack("start", "primary")
+    data_stack.devstack("start", "pgbouncer")
+    command.upgrade(alembic_config(data_stack.PRIMARY_URL), "head")
+    yield
+
+
+@pytest.fixture
+async def bouncer_db(stack_database: None) -> AsyncIterator[Database]:
+    """The stack's database through PgBouncer, as the API and relay use it in
+    `make dev` and in the chart; empty tables."""
+    conn = await asyncpg.connect(asyncpg_dsn(data_stack.PRIMARY_URL))
+    try:
+        await conn.execute(CLEAN)
+    finally:
+        await conn.close()
+    database = Database(
+        DatabaseSettings(url=data_stack.BOUNCER_URL, statement_cache_size=0, warm_up_seconds=0)
+    )
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+class TestWakeUp:
+    """A commit's NOTIFY wakes the relay at once, but only when it LISTENs on the
+    primary: with a poll of 30 s, an event published within seconds was woken."""
+
+    @asynccontextmanager
+    async def running(
+        self, broker: Broker, db: Database, listen_url: str | None, poll: float = 30.0
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        settings = Settings(
+            db=DatabaseSettings(
+                url=data_stack.BOUNCER_URL, statement_cache_size=0, listen_url=listen_url
+            ),
+            broker=BrokerSettings(url=broker.new_vhost(), relay_poll_seconds=poll),
+            log_json=False,
+        )
+        stop = asyncio.Event()
+        async with tap(settings.broker.url) as seen:
+            run = asyncio.create_task(Relay(settings, db).run(stop))
+            try:
+                yield seen
+            finally:
+                stop.set()
+                await asyncio.wait_for(run, 15)
+
+    async def listening(self, caplog: pytest.LogCaptureFixture, where: str) -> None:
+        def logged() -> bool:
+            return any(
+                "listening for NOTIFY" in r.getMessage() and where in r.getMessage()
+                for r in caplog.records
+            )
+
+        await eventually(lambda: _ready(logged()), 15, f"the listener on {where}")
+        await asyncio.sleep(0.5)  # the relay's first drains are over: it waits on its poll
+
+    async def record(self, db: Database) -> uuid.UUID:
+        async with db.transaction() as session:
+            return await record_event(
+                await driver_connection(session),
+                type="task.updated",
+                aggregate_type="task",
+                aggregate_id=uuid.uuid4(),
+                actor_id=None,
+                payload={},
+            )
+
+    async def test_a_notify_on_the_primary_wakes_the_relay_before_its_poll(
+        self, broker: Broker, bouncer_db: Database, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.INFO, "taskhub.relay")
+        async with self.running(broker, bouncer_db, data_stack.PRIMARY_URL) as seen:
+            await self.listening(caplog, f"127.0.0.1:{data_stack.PRIMARY_PORT}/")
+            for _ in range(3):
+                started = time.monotonic()
+                event_id = str(await self.record(bouncer_db))
+                await eventually(
+                    lambda event_id=event_id: _ready(any(m["id"] == event_id for m in seen)),
+                    5,
+                    "the event",
+                    interval=0.02,
+                )
+                assert time.monotonic() - started < 2.0
+
+    async def test_through_pgbouncer_alone_no_notify_arrives(
+        self, broker: Broker, bouncer_db: Database, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.INFO, "taskhub.relay")
+        # listen_url unset: the relay LISTENs on db.url, PgBouncer in transaction mode.
+        async with self.running(broker, bouncer_db, None) as seen:
+            await self.listening(caplog, f"127.0.0.1:{data_stack.PGBOUNCER_PORT}/")
+            await self.record(bouncer_db)
+            await asyncio.sleep(3)
+            assert seen == []  # only the poll, 30 s away, would publish it
+
+    async def test_a_listener_that_cannot_connect_leaves_the_relay_polling(
+        self, broker: Broker, bouncer_db: Database, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        closed = "postgresql+asyncpg://postgres:hunter2-secret@127.0.0.1:1/taskhub"
+        async with self.running(broker, bouncer_db, closed, poll=0.5) as seen:
+            await self.record(bouncer_db)
+            await eventually(lambda: _ready(len(seen) == 1), 10, "the polled event")
+        messages = [r.getMessage() for r in caplog.records if r.name == "taskhub.relay"]
+        assert any("cannot LISTEN on 127.0.0.1:1/taskhub" in m for m in messages), messages
+        assert not any("hunter2" in m for m in messages)
 
 
 def _restart(broker: Broker) -> None:

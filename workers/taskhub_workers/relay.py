@@ -149,20 +149,49 @@ class Relay:
             await self.close()
 
     async def _listen(self, wake: asyncio.Event, stop: asyncio.Event) -> None:
-        dsn = asyncpg_dsn(self.settings.db.url)
+        """Wakes the relay on every commit's NOTIFY, on ``db.listen_url`` (the primary
+        itself: through PgBouncer in transaction mode no notification arrives). While
+        it cannot connect the relay still runs, on its poll."""
+        url = self.settings.db.listen_url or self.settings.db.url
+        parsed = make_url(url)
+        where = f"{parsed.host}:{parsed.port or 5432}/{parsed.database}"  # no password
+        failing = False
         while not stop.is_set():
             try:
-                conn = await asyncpg.connect(dsn, timeout=5)
-            except (OSError, asyncpg.PostgresError, TimeoutError):
+                conn = await _listening(asyncpg_dsn(url), lambda *_: wake.set())
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                if not failing:  # once per outage, not every retry
+                    log.warning(
+                        "relay: cannot LISTEN on %s (%s: %s); polling every %.1fs",
+                        where,
+                        type(exc).__name__,
+                        exc,
+                        self.settings.broker.relay_poll_seconds,
+                    )
+                failing = True
                 await _wait_any(stop, None, 2.0)
                 continue
+            log.info("relay: listening for NOTIFY %s on %s", NOTIFY_CHANNEL, where)
+            failing = False
+            wake.set()  # commits made while no one listened
             try:
-                await conn.add_listener(NOTIFY_CHANNEL, lambda *_: wake.set())
                 while not stop.is_set() and not conn.is_closed():
                     await _wait_any(stop, None, 5.0)
+                if not stop.is_set():
+                    log.warning("relay: lost the LISTEN connection to %s", where)
             finally:
                 with contextlib.suppress(Exception):
                     await conn.close()
+
+
+async def _listening(dsn: str, callback: Any) -> asyncpg.Connection:
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        await conn.add_listener(NOTIFY_CHANNEL, callback)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
 
 
 async def declare_dispatch_queue(channel: AbstractChannel) -> aio_pika.abc.AbstractQueue:

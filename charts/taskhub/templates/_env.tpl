@@ -3,10 +3,12 @@ Environment of a TaskHub container. Credentials come from Secrets (generated
 by the operators, or `existingSecret`s); URLs are composed in the pod with
 $(VAR) expansion, so no credential is ever rendered into a manifest.
 
-Call with (dict "ctx" $ "directDb" false "smtp" false "extraEnv" list).
+Call with (dict "ctx" $ "directDb" false "listenDb" false "smtp" false "extraEnv" list).
   dbOnly:   only logging, database and signing key (the migration Job).
   directDb: connect to the primary's Service instead of PgBouncer (migrations
             take session-level locks, which transaction pooling breaks).
+  listenDb: add TASKHUB_DB__LISTEN_URL, the primary's Service (the relay's
+            LISTEN: PgBouncer in transaction mode never delivers a NOTIFY).
   smtp:     add the SMTP settings and credentials (notification workers).
 */}}
 {{- define "taskhub.env" -}}
@@ -37,6 +39,10 @@ Call with (dict "ctx" $ "directDb" false "smtp" false "extraEnv" list).
 {{- end }}
 - name: TASKHUB_DB__REPLICA_URL
   value: {{ printf "postgresql+asyncpg://$(DB_USERNAME):$(DB_PASSWORD)@%s:5432/%s" (include "taskhub.svcHost" (dict "ctx" $ "name" (include "taskhub.pooler.fullname" (dict "ctx" $ "type" "ro")))) $db | quote }}
+{{- if .listenDb }}
+- name: TASKHUB_DB__LISTEN_URL
+  value: {{ printf "postgresql+asyncpg://$(DB_USERNAME):$(DB_PASSWORD)@%s:5432/%s" (include "taskhub.svcHost" (dict "ctx" $ "name" (printf "%s-rw" $pg))) $db | quote }}
+{{- end }}
 {{- else }}
 - name: TASKHUB_DB__URL
   valueFrom:
@@ -48,6 +54,13 @@ Call with (dict "ctx" $ "directDb" false "smtp" false "extraEnv" list).
     secretKeyRef:
       name: {{ $.Values.externalDatabase.existingSecret }}
       key: {{ default $.Values.externalDatabase.urlKey $.Values.externalDatabase.replicaUrlKey }}
+{{- if and .listenDb $.Values.externalDatabase.listenUrlKey }}
+- name: TASKHUB_DB__LISTEN_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $.Values.externalDatabase.existingSecret }}
+      key: {{ $.Values.externalDatabase.listenUrlKey }}
+{{- end }}
 {{- end }}
 {{- if not .dbOnly }}
 {{- if $.Values.rabbitmq.enabled }}

@@ -27,12 +27,12 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.util import greenlet_spawn
 
 from taskhub_api.dbhealth import DatabaseMonitor
 from taskhub_api.dbpool import pool_class, replace_closed_on_connect, warm_up
 from taskhub_api.errors import ServiceUnavailable
 from taskhub_api.kit import greenlets, internals, lsn
+from taskhub_api.kit.internals import greenlet_spawn
 from taskhub_api.settings import DatabaseSettings
 
 if TYPE_CHECKING:

@@ -47,10 +47,9 @@ from sqlalchemy.pool import (
     PoolProxiedConnection,
     QueuePool,
 )
-from sqlalchemy.util import await_
-from sqlalchemy.util.queue import Empty, Full, QueueCommon
 
 from taskhub_api.kit import internals
+from taskhub_api.kit.internals import Empty, Full, QueueCommon, await_
 from taskhub_api.settings import DatabaseSettings
 
 T = TypeVar("T")

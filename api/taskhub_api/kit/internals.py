@@ -9,6 +9,8 @@ not promise to keep. They were written against, and are only used on:
   ``_start_transaction()``).
 - SQLAlchemy 2.1.9 also: the ``__sqlalchemy_greenlet_provider__`` marker its ``await_``
   looks for on a greenlet (``greenlet_provider``).
+- SQLAlchemy, undocumented though not underscored: ``greenlet_spawn``, ``await_`` and
+  the pool queue base ``QueueCommon`` with ``Empty`` and ``Full``, re-exported below.
 - FastAPI 0.163.2: ``planned_routes`` (``fastapi._compat``'s field helpers,
   ``dependencies.utils._solve_generator`` and ``get_dependant``, ``dependencies.models
   .Dependant``, the ``fastapi.params`` classes, and the request scope keys of its exit
@@ -34,6 +36,17 @@ from typing import Any, Protocol, TypeAlias, TypeGuard
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+
+# Not underscored but not documented either: SQLAlchemy's bridge between asyncio and its
+# sync core (``greenlet_spawn``, ``await_``), which its own asyncio extension is built
+# on, and its pool queues' base class and exceptions (``FairQueue``, the ``fair_pool``
+# path). No fast path of their own: the rest of TaskHub reaches them through this
+# module only, so a SQLAlchemy upgrade has one place to look.
+from sqlalchemy.util import await_ as await_
+from sqlalchemy.util import greenlet_spawn as greenlet_spawn
+from sqlalchemy.util.queue import Empty as Empty
+from sqlalchemy.util.queue import Full as Full
+from sqlalchemy.util.queue import QueueCommon as QueueCommon
 
 from taskhub_api.settings import get_settings
 
